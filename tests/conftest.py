@@ -1,0 +1,65 @@
+"""Shared fixtures. Tests run on small random-weight BERTs; real-weight tests read the pinned MiniLM wheel."""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tfspeed.models import BertConfig  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-large", action="store_true", help="also run tests marked `large` (minutes each)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-large"):
+        return
+    skip = pytest.mark.skip(reason="large: pass --run-large")
+    for item in items:
+        if "large" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """Non-default everywhere, so serialization mismatches show."""
+    return BertConfig(vocab_size=120, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48,
+                      max_positions=40, type_vocab_size=3, dropout=0.05, attention_dropout=0.02)
+
+
+@pytest.fixture(scope="session")
+def tiny_inputs(tiny_config):
+    from tfspeed.hub import sample_inputs
+
+    return sample_inputs(tiny_config, batch=3, seq_length=12)
+
+
+@pytest.fixture(scope="session")
+def vocab_file(tmp_path_factory):
+    """A small WordPiece vocabulary: specials, a few words and pieces (no download)."""
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "great", "bad", "awful", "movie", "film", "the",
+             "a", "was", "is", "plot", "acting", "un", "##able", "##s", ".", ",", "!", "very", "not"]
+    words += [f"w{i}" for i in range(120 - len(words))]
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    path.write_text("\n".join(words) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sentiment_csv(tmp_path_factory):
+    """A learnable toy sentiment set: 'good'/'great' texts are positive, 'bad'/'awful' negative."""
+    rng = np.random.default_rng(0)
+    rows = ["text,label"]
+    fillers = ["the movie", "a film", "the plot", "the acting", "very", "not"]
+    for i in range(400):
+        positive = i % 2 == 0
+        word = rng.choice(["good", "great"] if positive else ["bad", "awful"])
+        rest = " ".join(rng.choice(fillers, size=3))
+        rows.append(f"\"{rest} was {word} w{i % 90} w{90 + i // 90}\",{'pos' if positive else 'neg'}")
+    path = tmp_path_factory.mktemp("data") / "toy.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path

@@ -1,0 +1,98 @@
+"""Model directories: what every stage writes and the next one reads.
+
+A model directory holds `model.keras` (the Keras classifier), `encoder/` (its TF-Hub export, for native BERTs),
+`vocab.txt`, `tfspeed.json` (seq_length, label names, where it came from) and `metrics.json`. It is written whole into
+a temporary directory and renamed into place: a stage that fails leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+from typing import Callable, Optional
+
+from tfspeed import _io
+from tfspeed.compat import keras
+from tfspeed.models.bert import is_bert
+
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class ModelInfo:
+    """What a model directory says about its model."""
+
+    seq_length: int
+    label_names: list
+    base: str
+    stage: str
+    vocab_path: Optional[str] = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+
+def custom_objects() -> dict:
+    from tfspeed.models.bert import CUSTOM_OBJECTS
+
+    objects = dict(CUSTOM_OBJECTS)
+    try:
+        import tensorflow_hub as hub
+
+        objects["KerasLayer"] = hub.KerasLayer
+    except ImportError:  # pragma: no cover
+        pass
+    return objects
+
+
+def save_model_dir(model: keras.Model, out, info: ModelInfo, metrics: Optional[dict] = None,
+                   overwrite: bool = False, extra_files: Optional[Callable[[Path], None]] = None) -> Path:
+    """Writes a model directory atomically. `extra_files(tmp_dir)` may add stage artifacts (e.g. a .tflite)."""
+    from tfspeed.hub.export import export_encoder
+
+    with _io.atomic_path(out, overwrite, "out") as tmp:
+        tmp.mkdir()
+        model.save(tmp / "model.keras")
+        if info.vocab_path:
+            shutil.copyfile(info.vocab_path, tmp / "vocab.txt")
+        if is_bert(model):
+            export_encoder(model, tmp / "encoder", vocab_path=info.vocab_path)
+        meta = {"format_version": FORMAT_VERSION, **dataclasses.asdict(info)}
+        meta["vocab_path"] = "vocab.txt" if info.vocab_path else None
+        (tmp / "tfspeed.json").write_text(json.dumps(meta, indent=2))
+        if metrics is not None:
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_io._json_default) + "\n")
+        if extra_files is not None:
+            extra_files(tmp)
+    return Path(out)
+
+
+def is_model_dir(path) -> bool:
+    path = Path(path)
+    return (path / "model.keras").is_file() and (path / "tfspeed.json").is_file()
+
+
+def load_info(path) -> ModelInfo:
+    path = Path(path)
+    if not is_model_dir(path):
+        raise ValueError(f"Expected a tfspeed model directory (with model.keras and tfspeed.json) for `model`. "
+                         f"Received: {str(path)!r}")
+    meta = json.loads((path / "tfspeed.json").read_text())
+    meta.pop("format_version", None)
+    if meta.get("vocab_path"):
+        meta["vocab_path"] = str(path / meta["vocab_path"])
+    return ModelInfo(**meta)
+
+
+def load_model_dir(path, compile: bool = False, scope: Optional[dict] = None):
+    """(model, info) from a model directory. `scope` adds custom objects (e.g. TFMOT's for pruned or QAT models)."""
+    info = load_info(path)
+    objects = {**custom_objects(), **(scope or {})}
+    with keras.utils.custom_object_scope(objects):
+        model = keras.models.load_model(Path(path) / "model.keras", compile=compile)
+    return model, info
+
+
+def read_metrics(path) -> dict:
+    f = Path(path) / "metrics.json"
+    return json.loads(f.read_text()) if f.is_file() else {}

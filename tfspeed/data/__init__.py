@@ -1,0 +1,7 @@
+"""Text in: datasets, WordPiece tokenization, `tf.data` pipelines."""
+
+from tfspeed.data.datasets import TextDataset, TextSplit, from_file, load_dataset, rotten_tomatoes
+from tfspeed.data.pipeline import EncodedDataset, EncodedSplit
+from tfspeed.data.tokenizer import Tokenizer
+
+__all__ = ["EncodedDataset", "EncodedSplit", "TextDataset", "TextSplit", "Tokenizer", "from_file", "load_dataset", "rotten_tomatoes"]

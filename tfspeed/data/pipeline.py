@@ -1,0 +1,91 @@
+"""From tokenized arrays to `tf.data` pipelines for `fit`, with length bucketing to spare padded compute."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from tfspeed.compat import tf
+from tfspeed.data.datasets import TextSplit
+from tfspeed.data.tokenizer import Tokenizer
+
+
+class EncodedSplit:
+    """A split tokenized once: `features` (dict of int32 [n, seq_length]) and `labels` [n]."""
+
+    def __init__(self, features: dict, labels: np.ndarray):
+        self.features, self.labels = features, np.asarray(labels, np.int32)
+        if len(self.labels) == 0:
+            raise ValueError("Expected a non-empty split. Received: 0 examples.")
+
+    @classmethod
+    def from_split(cls, split: TextSplit, tokenizer: Tokenizer, limit: Optional[int] = None) -> "EncodedSplit":
+        split = split.take(limit)
+        return cls(tokenizer.encode(split.texts), split.labels)
+
+    def __len__(self):
+        return len(self.labels)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.features["input_mask"].sum(axis=1)
+
+    def batch_indices(self, batch_size: int, shuffle: bool = False, rng=None, bucket: bool = True) -> list:
+        """Index groups, one per batch. With `bucket`, examples of similar length are grouped (order changes)."""
+        n, lengths = len(self), self.lengths
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        if bucket:
+            chunks = [order[i:i + batch_size * 50] for i in range(0, n, batch_size * 50)]
+            order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in chunks])
+        groups = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+        if shuffle:
+            rng.shuffle(groups)
+        return groups
+
+    def batch(self, idx, bucket: bool = True):
+        """Features and labels of the examples `idx`, cut to the longest of them when `bucket`."""
+        width = int(self.lengths[idx].max()) if bucket else self.features["input_word_ids"].shape[1]
+        return {k: v[idx, :width] for k, v in self.features.items()}, self.labels[idx]
+
+    def dataset(self, batch_size: int = 32, shuffle: bool = False, seed: int = 0, bucket: bool = True,
+                extra: Optional[np.ndarray] = None, repeat: bool = False) -> tf.data.Dataset:
+        """Batches of `(features, labels)` (or `(features, (labels, extra))` when `extra` is given, e.g. teacher logits).
+
+        With `bucket=True`, examples of similar length share a batch and each batch is cut to its longest example;
+        the model sees the same tokens, with less padding. Each epoch draws a new order when `shuffle=True`.
+        """
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"Received an invalid value for `batch_size`, expected a positive integer. "
+                             f"Received: batch_size={batch_size!r}")
+        epoch = [0]
+
+        def batches():
+            rng = np.random.default_rng(seed + epoch[0])
+            epoch[0] += 1
+            for idx in self.batch_indices(batch_size, shuffle, rng, bucket):
+                x, y = self.batch(idx, bucket)
+                yield x, (y if extra is None else (y, extra[idx]))
+
+        spec_x = {k: tf.TensorSpec([None, None], tf.int32) for k in self.features}
+        spec_y = tf.TensorSpec([None], tf.int32)
+        if extra is not None:
+            spec_y = (spec_y, tf.TensorSpec([None] + list(extra.shape[1:]), tf.as_dtype(extra.dtype)))
+        ds = tf.data.Dataset.from_generator(batches, output_signature=(spec_x, spec_y))
+        if repeat:
+            ds = ds.repeat()
+        return ds.prefetch(2)
+
+
+class EncodedDataset:
+    """A `TextDataset` tokenized once: `train`, `validation`, `test` as `EncodedSplit`s, plus the tokenizer used."""
+
+    def __init__(self, dataset, tokenizer: Tokenizer, limit: Optional[int] = None, eval_limit: Optional[int] = None):
+        self.dataset, self.tokenizer = dataset, tokenizer
+        self.train = EncodedSplit.from_split(dataset.train, tokenizer, limit)
+        self.validation = EncodedSplit.from_split(dataset.validation, tokenizer, eval_limit)
+        self.test = EncodedSplit.from_split(dataset.test, tokenizer, eval_limit)
+
+    @property
+    def label_names(self):
+        return list(self.dataset.label_names)

@@ -1,0 +1,78 @@
+"""WordPiece tokenization as TF-Hub's `bert_en_uncased_preprocess` does it, in a module that exports as a SavedModel.
+
+`Tokenizer(vocab_path, seq_length)(texts)` returns the encoder input dict (int32 [batch, seq_length]):
+[CLS] tokens [SEP], padded with 0, `input_mask` 1 on real tokens, `input_type_ids` 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tfspeed.compat import tf
+
+import tensorflow_text as text  # noqa: E402  (after compat: needs TensorFlow configured)
+
+
+def read_vocab(vocab_path) -> list:
+    path = Path(vocab_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Expected a WordPiece vocab.txt for `vocab_path`. Received: {str(path)!r}, no such file.")
+    tokens = path.read_text(encoding="utf-8").splitlines()
+    for needed in ("[CLS]", "[SEP]", "[PAD]", "[UNK]"):
+        if needed not in tokens:
+            raise ValueError(f"{path} is not a BERT vocabulary: expected the token {needed!r}, not found.")
+    return tokens
+
+
+class Tokenizer(tf.Module):
+    """BERT preprocessing: lower case, WordPiece, [CLS]/[SEP], fixed `seq_length`.
+
+    Args:
+        vocab_path: a `vocab.txt` with one WordPiece token per line.
+        seq_length: length of every output row (longer texts are truncated). Defaults to `128`.
+        lower_case: Defaults to `True` (uncased BERTs).
+    """
+
+    def __init__(self, vocab_path, seq_length: int = 128, lower_case: bool = True, name=None):
+        super().__init__(name=name)
+        if not isinstance(seq_length, int) or seq_length < 3:
+            raise ValueError(f"Received an invalid value for `seq_length`, expected an integer >= 3. "
+                             f"Received: seq_length={seq_length!r}")
+        tokens = read_vocab(vocab_path)
+        self.vocab_path = str(vocab_path)
+        self.vocab_size = len(tokens)
+        self.seq_length = seq_length
+        self.cls_id, self.sep_id, self.pad_id = tokens.index("[CLS]"), tokens.index("[SEP]"), tokens.index("[PAD]")
+        self.vocab_file = tf.saved_model.Asset(str(vocab_path))
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.TextFileInitializer(self.vocab_file, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+                                          tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
+        self._table = table
+        self._wordpiece = text.BertTokenizer(table, lower_case=lower_case, token_out_type=tf.int64,
+                                             unknown_token="[UNK]")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def tokenize(self, texts):
+        """Ragged WordPiece ids [batch, (tokens)], no special tokens."""
+        return self._wordpiece.tokenize(texts).merge_dims(-2, -1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def __call__(self, texts):
+        tokens = self.tokenize(texts)[:, : self.seq_length - 2]
+        ids, types = text.combine_segments([tokens], start_of_sequence_id=self.cls_id, end_of_segment_id=self.sep_id)
+        ids, mask = text.pad_model_inputs(ids, max_seq_length=self.seq_length, pad_value=self.pad_id)
+        types, _ = text.pad_model_inputs(types, max_seq_length=self.seq_length, pad_value=0)
+        return {"input_word_ids": tf.cast(ids, tf.int32), "input_mask": tf.cast(mask, tf.int32),
+                "input_type_ids": tf.cast(types, tf.int32)}
+
+    def encode(self, texts: Sequence[str], batch_size: int = 1024) -> dict:
+        """Tokenizes a list of texts into numpy int32 arrays [len(texts), seq_length]."""
+        if isinstance(texts, str):
+            raise TypeError("Expected a list of strings for `texts`. Received: a single str; wrap it in a list.")
+        parts = [self(tf.constant(list(texts[i:i + batch_size]), tf.string)) for i in range(0, len(texts), batch_size)]
+        if not parts:
+            return {k: np.zeros((0, self.seq_length), np.int32) for k in ("input_word_ids", "input_mask", "input_type_ids")}
+        return {k: np.concatenate([p[k].numpy() for p in parts]) for k in parts[0]}

@@ -1,0 +1,113 @@
+"""`BertConfig`: the architecture of a tfspeed BERT, checked when it is made and serializable as a dict."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Optional, Sequence
+
+_ACTIVATIONS = ("gelu", "relu")
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """The shape of a BERT encoder.
+
+    Args:
+        vocab_size: WordPiece vocabulary size. Defaults to `30522` (BERT uncased).
+        hidden_size: width of every hidden state. Defaults to `384`.
+        num_layers: number of transformer layers. Defaults to `6`.
+        num_heads: attention heads per layer. Defaults to `12`.
+        intermediate_size: FFN inner width. Defaults to `1536`.
+        max_positions: longest sequence the position table covers. Defaults to `512`.
+        type_vocab_size: number of segment ids. Defaults to `2`.
+        dropout: dropout rate on hidden states. Defaults to `0.1`.
+        attention_dropout: dropout rate on attention probabilities. Defaults to `0.1`.
+        activation: FFN activation, "gelu" (exact, as BERT) or "relu". Defaults to `"gelu"`.
+        layer_norm_epsilon: Defaults to `1e-12`.
+        head_size: width of one head. Defaults to `hidden_size // num_heads`.
+        layer_num_heads: heads kept in each layer, after structured pruning. Defaults to `num_heads` everywhere.
+        layer_intermediate_sizes: FFN width of each layer, after structured pruning. Defaults to `intermediate_size`.
+
+    Example:
+
+    >>> BertConfig(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512).head_size
+    64
+    """
+
+    vocab_size: int = 30522
+    hidden_size: int = 384
+    num_layers: int = 6
+    num_heads: int = 12
+    intermediate_size: int = 1536
+    max_positions: int = 512
+    type_vocab_size: int = 2
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation: str = "gelu"
+    layer_norm_epsilon: float = 1e-12
+    head_size: Optional[int] = None
+    layer_num_heads: Optional[Sequence[int]] = None
+    layer_intermediate_sizes: Optional[Sequence[int]] = None
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions",
+                     "type_vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Received an invalid value for `{name}`, expected a positive integer. "
+                                 f"Received: {name}={value!r}")
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= float(value) < 1.0:
+                raise ValueError(f"Received an invalid value for `{name}`, expected a float in [0, 1). "
+                                 f"Received: {name}={value!r}")
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"Received an invalid value for `activation`, expected one of {_ACTIVATIONS}. "
+                             f"Received: activation={self.activation!r}")
+        if self.head_size is None:
+            if self.hidden_size % self.num_heads:
+                raise ValueError("`hidden_size` must be divisible by `num_heads` when `head_size` is not given. "
+                                 f"Received: hidden_size={self.hidden_size}, num_heads={self.num_heads}")
+            object.__setattr__(self, "head_size", self.hidden_size // self.num_heads)
+        for name, default in (("layer_num_heads", self.num_heads), ("layer_intermediate_sizes", self.intermediate_size)):
+            value = getattr(self, name)
+            value = [default] * self.num_layers if value is None else [int(v) for v in value]
+            if len(value) != self.num_layers or any(v < 1 for v in value):
+                raise ValueError(f"Received an invalid value for `{name}`, expected {self.num_layers} positive integers "
+                                 f"(one per layer). Received: {name}={getattr(self, name)!r}")
+            object.__setattr__(self, name, tuple(value))
+
+    @property
+    def is_uniform(self) -> bool:
+        """True when no layer was pruned to another number of heads or FFN units."""
+        return (set(self.layer_num_heads) == {self.num_heads}
+                and set(self.layer_intermediate_sizes) == {self.intermediate_size})
+
+    def replace(self, **changes) -> "BertConfig":
+        """A copy with `changes`; per-layer lists are reset when `num_layers` changes and they are not given."""
+        if "num_layers" in changes:
+            changes.setdefault("layer_num_heads", None)
+            changes.setdefault("layer_intermediate_sizes", None)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["layer_num_heads"] = list(self.layer_num_heads)
+        d["layer_intermediate_sizes"] = list(self.layer_intermediate_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BertConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise ValueError(f"Unknown BertConfig keys {unknown}. Expected keys among {sorted(fields)}.")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "BertConfig":
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,83 @@
+"""The machine and software a profile ran on, and process memory readings."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(dist: str):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict:
+    """CPU model, cores, OS, Python and the versions of TensorFlow, tf_keras, LiteRT, onnxruntime, numpy."""
+    from tfspeed.compat import tf
+
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        affinity = os.cpu_count()
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_available": affinity,
+        "machine": platform.machine(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "tf_keras": _version("tf-keras") or _version("tf_keras"),
+        "ai_edge_litert": _version("ai-edge-litert"),
+        "onnxruntime": _version("onnxruntime"),
+        "numpy": _version("numpy"),
+    }
+
+
+def _status(field: str) -> int | None:
+    """A /proc/self/status memory field (VmRSS, VmHWM) in bytes, or None where /proc is missing."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def rss_bytes() -> int | None:
+    return _status("VmRSS")
+
+
+def reset_peak_rss() -> bool:
+    """Resets the process's peak RSS (VmHWM) to the current RSS (Linux >= 4.0). False when not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int | None:
+    value = _status("VmHWM")
+    if value is None:
+        import resource
+
+        value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return value
