@@ -8,7 +8,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from tfspeed.compat import tf  # noqa: E402
 from tfspeed.models import BertConfig  # noqa: E402
+
+# Two logical CPU devices, so tf.distribute.MirroredStrategy runs with two real replicas on this machine.
+# Must happen before TensorFlow initialises its devices, hence at import time of the test session.
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 
 
 def pytest_addoption(parser):
@@ -63,3 +69,11 @@ def sentiment_csv(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "toy.csv"
     path.write_text("\n".join(rows) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """A MirroredStrategy over the two logical CPUs: a real two-replica run."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert strategy.num_replicas_in_sync == 2
+    return strategy
