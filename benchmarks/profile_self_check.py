@@ -16,7 +16,7 @@ from tfspeed import _io
 from tfspeed.compat import keras, tf
 from tfspeed.profile import profile_models
 
-THREADS = (1, 2)
+THREADS = (1, 2)  # 2 threads on this 2-core machine share the cores with everything else
 NAMES = ("input_word_ids", "input_mask", "input_type_ids")
 
 
