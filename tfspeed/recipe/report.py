@@ -1,0 +1,115 @@
+"""The report of an optimize run: `report.json`, `report.md` and `pareto.png` (accuracy against latency)."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+from tfspeed import _io
+
+FORMAT_VERSION = 1
+BASELINE = "teacher-tf-float32"
+TARGETS = {"speedup": 8.0, "gzip_ratio": 10.0, "max_accuracy_drop_points": 2.0}
+
+
+def build(config, records: list, profile: dict, seconds: float) -> dict:
+    rows = {r["name"]: r for r in profile["models"]}
+    base = next(r for r in records if r["name"] == BASELINE)
+    base_latency = rows[BASELINE]["latency_ms"]["median"]
+    artifacts = []
+    for r in records:
+        lat = rows[r["name"]]["latency_ms"]
+        artifacts.append({
+            **{k: r[k] for k in ("name", "path", "accuracy", "size_bytes", "gzip_bytes")},
+            "latency_ms_median": lat["median"], "latency_ms_p90": lat.get("p90"), "format": rows[r["name"]]["format"],
+            "stage": r.get("stage"), "mode": r.get("mode"), "combined": False,
+            "speedup": base_latency / lat["median"], "size_ratio": base["size_bytes"] / r["size_bytes"],
+            "gzip_ratio": base["gzip_bytes"] / r["gzip_bytes"],
+            "accuracy_drop_points": 100.0 * (base["accuracy"] - r["accuracy"]),
+            **({"budget": r["budget"]} if "budget" in r else {}),
+        })
+    combined = pick_combined(artifacts)
+    if combined is not None:
+        combined["combined"] = True
+    verdict = None
+    if combined is not None:
+        verdict = {"artifact": combined["name"], "speedup": combined["speedup"], "gzip_ratio": combined["gzip_ratio"],
+                   "accuracy_drop_points": combined["accuracy_drop_points"], "targets": TARGETS,
+                   "meets_targets": bool(combined["speedup"] >= TARGETS["speedup"]
+                                         and combined["gzip_ratio"] >= TARGETS["gzip_ratio"]
+                                         and combined["accuracy_drop_points"] <= TARGETS["max_accuracy_drop_points"])}
+    return {"format_version": FORMAT_VERSION, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "baseline": BASELINE, "config": config.to_dict(), "environment": profile.get("environment"),
+            "seconds": seconds, "artifacts": artifacts, "combined": verdict}
+
+
+def pick_combined(artifacts: list):
+    """The best model of the compression chain: the fastest within the accuracy target, else the most accurate."""
+    chain = [a for a in artifacts if a["stage"] not in (None, "teacher")]
+    if not chain:
+        return None
+    within = [a for a in chain if a["accuracy_drop_points"] <= TARGETS["max_accuracy_drop_points"]]
+    if within:
+        return min(within, key=lambda a: (a["latency_ms_median"], a["gzip_bytes"]))
+    return max(chain, key=lambda a: a["accuracy"])
+
+
+def markdown(report: dict) -> str:
+    env = report.get("environment") or {}
+    lines = ["# tfspeed optimize report", "",
+             f"Recipe `{','.join(report['config']['recipe'])}` on `{report['config']['model']}` / "
+             f"`{report['config']['data']}`, seq_length {report['config']['seq_length']}, "
+             f"{report['config']['threads']} thread(s). Run time {report['seconds'] / 60:.1f} min.", "",
+             f"Machine: {env.get('cpu_model', '?')}, {env.get('cpu_count', '?')} cores. Latency: median of interleaved runs, batch 1. "
+             f"Ratios against `{report['baseline']}`.", "",
+             "| artifact | accuracy | Δ points | latency ms (median) | speed-up | size MB | gzip MB | gzip ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    for a in report["artifacts"]:
+        star = " **(combined)**" if a["combined"] else ""
+        lines.append(f"| {a['name']}{star} | {a['accuracy']:.4f} | {-a['accuracy_drop_points']:+.2f} | "
+                     f"{a['latency_ms_median']:.2f} | {a['speedup']:.1f}x | {a['size_bytes'] / 1e6:.1f} | "
+                     f"{a['gzip_bytes'] / 1e6:.1f} | {a['gzip_ratio']:.1f}x |")
+    c = report.get("combined")
+    if c:
+        ok = "meets" if c["meets_targets"] else "does NOT meet"
+        lines += ["", f"Best combined model `{c['artifact']}`: {c['speedup']:.1f}x faster, {c['gzip_ratio']:.1f}x "
+                      f"smaller (gzip), {c['accuracy_drop_points']:.2f} points less accurate: it {ok} the targets "
+                      f"(>= {TARGETS['speedup']:.0f}x, >= {TARGETS['gzip_ratio']:.0f}x, <= "
+                      f"{TARGETS['max_accuracy_drop_points']:.0f} points)."]
+    lines += ["", "![accuracy against latency](pareto.png)", ""]
+    return "\n".join(lines)
+
+
+def pareto_png(report: dict, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    arts = report["artifacts"]
+    biggest = max(a["size_bytes"] for a in arts)
+    for a in arts:
+        color = "tab:red" if a["combined"] else "tab:gray" if a["name"] == report["baseline"] else "tab:blue"
+        ax.scatter(a["latency_ms_median"], 100 * a["accuracy"], s=30 + 900 * a["size_bytes"] / biggest, color=color,
+                   alpha=0.6, edgecolors="black")
+        ax.annotate(a["name"], (a["latency_ms_median"], 100 * a["accuracy"]), fontsize=7, xytext=(5, 4),
+                    textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("median latency, ms (batch 1, log scale)")
+    ax.set_ylabel("test accuracy, %")
+    ax.set_title("accuracy against latency (marker area = file size)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    with _io.atomic_path(path, overwrite=True) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_report(out: Path, config, records, profile, seconds, log=print) -> dict:
+    report = build(config, records, profile, seconds)
+    _io.write_json(out / "report.json", report, overwrite=True)
+    _io.write_text(out / "report.md", markdown(report), overwrite=True)
+    pareto_png(report, out / "pareto.png")
+    log(markdown(report))
+    return report

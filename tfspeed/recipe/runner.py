@@ -1,0 +1,208 @@
+"""`optimize`: the teacher, the chain of stages, the .tflite files, the side-by-side profile and the report.
+
+Each step writes its output atomically under `out`; a rerun skips what is there, and an interrupted training stage
+resumes from its `BackupAndRestore` checkpoint (`out/.work/backup/<stage>`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from tfspeed import _io, artifacts
+from tfspeed.recipe import stages
+from tfspeed.recipe.config import RecipeConfig
+
+CONFIG_FILE = "recipe.json"
+
+
+def _tree_sizes(path: Path) -> tuple:
+    """(bytes, gzip bytes) of every file under `path`, concatenated in name order."""
+    files = sorted(p for p in Path(path).rglob("*") if p.is_file())
+    data = b"".join(p.read_bytes() for p in files)
+    return len(data), len(gzip.compress(data, 6))
+
+
+class Optimizer:
+    """Runs a `RecipeConfig` into the directory `out`."""
+
+    def __init__(self, config: RecipeConfig, out, log: Callable[[str], None] = print, overwrite: bool = False):
+        self.config, self.out, self.log = config, Path(out), log
+        self._check_out(overwrite)
+
+    def _check_out(self, overwrite: bool):
+        saved = self.out / CONFIG_FILE
+        if saved.is_file() and not overwrite:
+            previous = json.loads(saved.read_text())
+            if previous != self.config.to_dict():
+                changed = sorted(k for k in set(previous) | set(self.config.to_dict())
+                                 if previous.get(k) != self.config.to_dict().get(k))
+                raise ValueError(f"{self.out} holds a run of another recipe (settings differ: {changed}). "
+                                 "Pass another --out, or --overwrite to replace it.")
+        elif self.out.exists() and any(self.out.iterdir()) and not saved.is_file() and not overwrite:
+            raise FileExistsError(f"`out` exists and is not a tfspeed optimize run. Received: out={str(self.out)!r}. "
+                                  "Choose another directory or pass --overwrite.")
+        if overwrite and self.out.exists():
+            import shutil
+
+            shutil.rmtree(self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        _io.write_json(saved, self.config.to_dict(), overwrite=True)
+
+    # --- steps ---------------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        from tfspeed import _cli
+        from tfspeed.data import load_dataset
+
+        c = self.config
+        start = time.perf_counter()
+        steps = 1 + len(c.recipe) + 3
+        dataset = load_dataset(c.data)
+        teacher_dir = self._teacher_dir()
+        ctx = stages.Context(c, dataset, _cli.make_strategy(c.strategy), teacher_dir, self.out / ".work", self.log)
+        self._step(1, steps, "teacher", teacher_dir, lambda: stages.teacher(ctx, teacher_dir))
+        source = teacher_dir
+        chain = []
+        for i, name in enumerate(c.recipe, 1):
+            target = self.out / f"{i:02d}-{name}"
+            self._step(1 + i, steps, name, target, lambda: stages.CHAIN[name](ctx, source, target))
+            if name == "vocab":
+                ctx.teacher_dir = target  # later stages distil from the teacher with the same vocabulary
+            chain.append((name, target))
+            source = target
+        exports = self._exports(ctx, teacher_dir, chain, steps - 2, steps)
+        profile = self._profile(exports, steps - 1, steps)
+        report = self._report(exports, profile, steps, steps, time.perf_counter() - start)
+        return report
+
+    def _teacher_dir(self) -> Path:
+        if artifacts.is_model_dir(self.config.model):
+            return Path(self.config.model)
+        return self.out / "00-teacher"
+
+    def _step(self, i, n, name, target: Path, fn):
+        done = (target / "metrics.json").is_file()
+        if done:
+            self.log(f"[{i}/{n}] {name}: done before, kept ({target})")
+            return artifacts.read_metrics(target)
+        self.log(f"[{i}/{n}] {name} ...")
+        metrics, seconds = stages.timed(fn)
+        self.log(f"[{i}/{n}] {name}: accuracy {metrics.get('accuracy', float('nan')):.4f} in {seconds:.0f} s -> {target}")
+        return metrics
+
+    def _exports(self, ctx, teacher_dir: Path, chain, i, n) -> list:
+        """Every artifact of the run as a .tflite (plus the TF float32 teacher), with its test accuracy."""
+        from tfspeed import export
+        from tfspeed.train import accuracy
+
+        c = self.config
+        folder = self.out / "export"
+        folder.mkdir(exist_ok=True)
+        self.log(f"[{i}/{n}] export and evaluate ...")
+        model, info = artifacts.load_model_dir(teacher_dir)
+        test = ctx.encoded(info.vocab_path).test
+        records = []
+
+        def record(name, path, accuracy_, kind, **extra):
+            size, gz = _tree_sizes(path) if Path(path).is_dir() else _file_sizes(path)
+            records.append({"name": name, "path": str(path), "accuracy": accuracy_, "size_bytes": size,
+                            "gzip_bytes": gz, "kind": kind, **extra})
+
+        # The float teacher as TF runs it: a SavedModel of the classifier with a fixed [1, seq] signature.
+        tf_dir = folder / "teacher-tf-float32"
+        if not tf_dir.exists():
+            _save_classifier_saved_model(model, tf_dir, c.seq_length)
+        record("teacher-tf-float32", tf_dir, artifacts.read_metrics(teacher_dir).get("accuracy"), "tf-savedmodel",
+               stage="teacher")
+
+        def tflite(name, make, source_dir, **extra):
+            path = folder / f"{name}.tflite"
+            meta = folder / f"{name}.json"
+            if not meta.is_file():
+                data, more = make()
+                _io.write_bytes(path, data, overwrite=True)
+                split = ctx.encoded(artifacts.load_info(source_dir).vocab_path).test
+                logits = export.evaluate(data, split)
+                acc = float((logits.argmax(-1) == split.labels).mean())
+                _io.write_json(meta, {"accuracy": acc, **more, **extra})
+            saved = json.loads(meta.read_text())
+            record(name, path, saved.pop("accuracy"), "tflite", **saved)
+
+        tflite("teacher-float32", lambda: (export.convert(model, "float32", c.seq_length), {}), teacher_dir,
+               stage="teacher", mode="float32")
+        tflite("teacher-float16", lambda: (export.convert(model, "float16", c.seq_length), {}), teacher_dir,
+               stage="teacher", mode="float16")
+        tflite("teacher-dynamic", lambda: (export.convert(model, "dynamic", c.seq_length), {}), teacher_dir,
+               stage="teacher", mode="dynamic")
+
+        def budget():
+            data, rec = export.export_within_budget(model, ctx.encoded(info.vocab_path).validation, max_drop=c.max_drop,
+                                                    calibration=ctx.encoded(info.vocab_path).train.features,
+                                                    seq_length=c.seq_length)
+            chosen = rec.to_dict() if hasattr(rec, "to_dict") else {}
+            return data, {"budget": _brief_budget(chosen)}
+
+        tflite("teacher-int8-ptq", budget, teacher_dir, stage="teacher", mode="int8 within budget")
+        for name, folder_ in chain:
+            if name == "qat":
+                path = folder_ / stages.QAT_TFLITE
+                tflite(f"{folder_.name}-int8", lambda: (path.read_bytes(), {}), folder_, stage=name, mode="qat int8")
+            else:
+                stage_model, _ = artifacts.load_model_dir(folder_)
+                tflite(f"{folder_.name}-dynamic", lambda: (export.convert(stage_model, "dynamic", c.seq_length), {}),
+                       folder_, stage=name, mode="dynamic")
+        return records
+
+    def _profile(self, records: list, i, n) -> dict:
+        from tfspeed.profile import profile_models
+
+        path = self.out / "profile.json"
+        if path.is_file():
+            self.log(f"[{i}/{n}] profile: done before, kept ({path})")
+            return json.loads(path.read_text())
+        self.log(f"[{i}/{n}] profile {len(records)} models side by side (interleaved, {self.config.profile_runs} "
+                 f"runs each, {self.config.threads} thread(s)) ...")
+        result = profile_models([r["path"] for r in records], names=[r["name"] for r in records], baseline=0,
+                                threads=(self.config.threads,), runs=self.config.profile_runs, warmup=5,
+                                seq_length=self.config.seq_length, progress=None)
+        result.to_markdown(self.out / "profile.md", overwrite=True)
+        result.to_json(path, overwrite=True)
+        return json.loads(path.read_text())
+
+    def _report(self, records, profile, i, n, seconds) -> dict:
+        from tfspeed.recipe.report import write_report
+
+        self.log(f"[{i}/{n}] report ...")
+        return write_report(self.out, self.config, records, profile, seconds, self.log)
+
+
+def _file_sizes(path) -> tuple:
+    data = Path(path).read_bytes()
+    return len(data), len(gzip.compress(data, 6))
+
+
+def _brief_budget(record: dict) -> dict:
+    keep = ("chosen", "baseline_accuracy", "max_drop", "order")
+    brief = {k: record[k] for k in keep if k in record}
+    if "tried" in record:
+        brief["tried"] = [{k: t.get(k) for k in ("name", "accuracy", "within_budget", "size_bytes", "float_ops",
+                                                  "latency_ms") if k in t} for t in record["tried"]]
+    return brief
+
+
+def _save_classifier_saved_model(model, path: Path, seq_length: int):
+    """The classifier as a TF SavedModel with a fixed-shape `serving_default` (what TF serving would run)."""
+    from tfspeed.compat import tf
+    from tfspeed.models.bert import INPUT_NAMES
+
+    spec = {name: tf.TensorSpec([1, seq_length], tf.int32, name=name) for name in INPUT_NAMES}
+
+    @tf.function(input_signature=[spec])
+    def serve(inputs):
+        return {"logits": model(inputs, training=False)}
+
+    with _io.atomic_path(path, overwrite=True) as tmp:
+        tf.saved_model.save(model, str(tmp), signatures={"serving_default": serve})
