@@ -1,0 +1,108 @@
+"""`tfspeed optimize`: recipe checks, the report, resuming, and one small end-to-end run."""
+
+import json
+
+import pytest
+
+from tfspeed import artifacts, cli
+from tfspeed.models import build_classifier
+from tfspeed.recipe import RecipeConfig
+from tfspeed.recipe.report import build, pick_combined
+from tfspeed.recipe.runner import Optimizer
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"recipe": "distill,shrink"}, "unknown: \\['shrink'\\]"),
+    ({"recipe": "distill,vocab"}, "`vocab` must be the first"),
+    ({"recipe": "qat,prune"}, "`qat` must be the last"),
+    ({"recipe": "prune,prune"}, "once"),
+    ({"heads": 1.0}, "heads"),
+    ({"prune": "random"}, "structured"),
+    ({"student_layers": 0}, "student_layers"),
+    ({"max_drop": 2}, "max_drop"),
+])
+def test_bad_recipes_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RecipeConfig(**kwargs)
+
+
+def test_config_files_json_and_toml(tmp_path):
+    (tmp_path / "r.json").write_text(json.dumps({"recipe": ["distill", "qat"], "student_layers": 2}))
+    (tmp_path / "r.toml").write_text('recipe = "vocab,prune"\nprune = "unstructured"\nsparsity = 0.8\n')
+    assert RecipeConfig.from_file(tmp_path / "r.json").recipe == ("distill", "qat")
+    toml = RecipeConfig.from_file(tmp_path / "r.toml")
+    assert toml.recipe == ("vocab", "prune") and toml.sparsity == 0.8
+    (tmp_path / "bad.json").write_text('{"epochs": 3}')
+    with pytest.raises(ValueError, match="Unknown recipe settings \\['epochs'\\]"):
+        RecipeConfig.from_file(tmp_path / "bad.json")
+
+
+def _fake(name, stage, accuracy, latency, size):
+    return ({"name": name, "path": f"/x/{name}", "accuracy": accuracy, "size_bytes": size, "gzip_bytes": size // 2,
+             "stage": stage},
+            {"name": name, "format": "tflite", "latency_ms": {"median": latency, "p90": latency * 1.1}})
+
+
+def test_report_ratios_and_combined_choice():
+    rows = [_fake("teacher-tf-float32", "teacher", 0.85, 40.0, 90_000_000),
+            _fake("teacher-dynamic", "teacher", 0.85, 10.0, 23_000_000),
+            _fake("02-distill-dynamic", "distill", 0.84, 5.0, 15_000_000),
+            _fake("03-prune-dynamic", "prune", 0.835, 3.0, 8_000_000),
+            _fake("04-qat-int8", "qat", 0.80, 2.0, 7_000_000)]
+    report = build(RecipeConfig(), [r for r, _ in rows], {"models": [p for _, p in rows]}, 10.0)
+    by = {a["name"]: a for a in report["artifacts"]}
+    assert by["teacher-dynamic"]["speedup"] == pytest.approx(4.0)
+    assert by["03-prune-dynamic"]["gzip_ratio"] == pytest.approx(90 / 8)
+    # qat-int8 is faster but 5 points worse: the combined pick is the fastest within 2 points
+    assert report["combined"]["artifact"] == "03-prune-dynamic"
+    assert report["combined"]["speedup"] == pytest.approx(40 / 3)
+    assert report["combined"]["meets_targets"] is True  # 13.3x faster, 11.25x smaller (gzip), 1.5 points less
+    rows[3][0]["accuracy"] = 0.82  # now only the distilled model is within 2 points: 8x faster but 6x smaller
+    report = build(RecipeConfig(), [r for r, _ in rows], {"models": [p for _, p in rows]}, 10.0)
+    assert report["combined"]["artifact"] == "02-distill-dynamic" and report["combined"]["meets_targets"] is False
+    assert pick_combined([a for a in report["artifacts"] if a["stage"] == "teacher"]) is None
+
+
+def test_out_dir_of_another_recipe_is_refused(tmp_path):
+    Optimizer(RecipeConfig(recipe="distill"), tmp_path / "run")
+    with pytest.raises(ValueError, match="another recipe.*recipe"):
+        Optimizer(RecipeConfig(recipe="prune"), tmp_path / "run")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "file.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a tfspeed optimize run"):
+        Optimizer(RecipeConfig(), tmp_path / "other")
+    assert (tmp_path / "other" / "file.txt").read_text() == "keep me"
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher_dir(tiny_config, vocab_file, tmp_path_factory):
+    from tfspeed.data import from_file  # noqa: F401
+
+    path = tmp_path_factory.mktemp("teacher") / "teacher"
+    model = build_classifier(tiny_config.replace(max_positions=16))
+    info = artifacts.ModelInfo(seq_length=16, label_names=["neg", "pos"], base="tiny", stage="finetune",
+                               vocab_path=str(vocab_file))
+    artifacts.save_model_dir(model, path, info, {"accuracy": 0.5})
+    return path
+
+
+def test_optimize_end_to_end_and_resume(tiny_teacher_dir, sentiment_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["optimize", "--model", str(tiny_teacher_dir), "--data", str(sentiment_csv), "--recipe", "vocab,distill",
+            "--student-layers", "1", "--distill-epochs", "1", "--seq-length", "16", "--profile-runs", "3",
+            "--eval-limit", "40", "--out", str(out)]
+    assert cli.main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    names = [a["name"] for a in report["artifacts"]]
+    assert names[0] == report["baseline"] == "teacher-tf-float32"
+    assert {"teacher-float32", "teacher-float16", "teacher-dynamic", "teacher-int8-ptq", "01-vocab-dynamic",
+            "02-distill-dynamic"} <= set(names)
+    for a in report["artifacts"]:
+        assert {"name", "path", "accuracy", "size_bytes", "gzip_bytes", "latency_ms_median"} <= set(a)
+        assert 0.0 <= a["accuracy"] <= 1.0 and a["latency_ms_median"] > 0
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| artifact |" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert cli.main(args) == 0  # a rerun skips every finished stage
+    log = capsys.readouterr().out
+    assert "distill: done before, kept" in log and "vocab: done before, kept" in log
