@@ -1,0 +1,227 @@
+"""Accuracy-driven choice of a TFLite configuration: the fastest one within a maximum accuracy drop.
+
+Candidates (`modes.DEFAULT_CANDIDATES`): full int8, int8 with LayerNorm statistics / softmax / GELU float, the same
+with BATCH_MATMUL float too, dynamic range, float16, float32. With `order="measured"` (the default) every candidate
+is converted and its latency measured on this machine, then they are evaluated fastest first; with `order="known"`
+they are evaluated in the listed order (the usual one on mobile ARM CPUs, where integer kernels are fastest) and
+only as many are converted as needed. Validation accuracy is compared with the Keras model's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+
+from tfspeed.export import calibration as _cal
+from tfspeed.export import ops as _ops
+from tfspeed.export.convert import ConversionError, Converter
+from tfspeed.export.modes import Mode, candidates_by_name
+from tfspeed.export.parity import TFLiteClassifier, keras_logits
+
+ORDERS = ("measured", "known")
+
+
+@dataclasses.dataclass
+class BudgetRecord:
+    """What `export_within_budget` tried and what it chose.
+
+    Attributes:
+        max_drop: the accuracy budget (a fraction: 0.01 = 1 point).
+        baseline_accuracy: the Keras model's validation accuracy.
+        order: `"measured"` (by latency measured here) or `"known"` (the candidates' listed order).
+        latency_source: what measured latency (`"tfspeed.profile"` or `"quick-median"`), or `None`.
+        seq_length, num_examples: of the validation run.
+        chosen: name of the chosen candidate, `None` if none was within budget.
+        tried: one dict per candidate, in the order tried: `name`, `mode`, `float_ops`, `status`
+            (`"within_budget"`, `"over_budget"`, `"failed"`, `"not_evaluated"`), `accuracy`, `drop`,
+            `size_bytes`, `gzip_bytes`, `latency_ms`, `fell_back` (float op types with counts), `int8` (FC/BMM
+            counts), `error`.
+    """
+
+    max_drop: float
+    baseline_accuracy: float
+    order: str
+    latency_source: Optional[str]
+    seq_length: int
+    num_examples: int
+    chosen: Optional[str] = None
+    tried: list = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_table(self) -> str:
+        head = (f"Accuracy budget: max drop {100 * self.max_drop:.2f} points from Keras {self.baseline_accuracy:.4f} "
+                f"({self.num_examples} validation examples, seq {self.seq_length}, order: {self.order}"
+                f"{', latency: ' + self.latency_source if self.latency_source else ''})")
+        lines = [head, f"{'candidate':<16} {'status':<14} {'accuracy':>8} {'drop':>7} {'size MB':>8} {'gzip MB':>8} "
+                       f"{'ms':>7}  fell back"]
+        for t in self.tried:
+            acc = f"{t['accuracy']:.4f}" if t.get("accuracy") is not None else "-"
+            drop = f"{100 * t['drop']:+.2f}" if t.get("drop") is not None else "-"
+            size = f"{t['size_bytes'] / 1e6:.2f}" if t.get("size_bytes") else "-"
+            gz = f"{t['gzip_bytes'] / 1e6:.2f}" if t.get("gzip_bytes") else "-"
+            ms = f"{t['latency_ms']:.2f}" if t.get("latency_ms") is not None else "-"
+            fell = ", ".join(f"{k} x{v}" for k, v in (t.get("fell_back") or {}).items()) or "-"
+            if t.get("error"):
+                fell = "ERROR: " + t["error"][:80]
+            mark = "*" if t["name"] == self.chosen else " "
+            lines.append(f"{mark}{t['name']:<15} {t['status']:<14} {acc:>8} {drop:>7} {size:>8} {gz:>8} {ms:>7}  {fell}")
+        lines.append(f"chosen: {self.chosen or 'none within budget'}")
+        return "\n".join(lines)
+
+
+class BudgetError(RuntimeError):
+    """No candidate met the budget; `.record` holds what was tried."""
+
+    def __init__(self, message, record: BudgetRecord):
+        super().__init__(message)
+        self.record = record
+
+
+def _check_max_drop(max_drop):
+    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not 0 <= max_drop < 1:
+        raise ValueError(f"Received an invalid value for `max_drop`, expected a fraction in [0, 1) (0.01 = 1 accuracy "
+                         f"point). Received: max_drop={max_drop!r}")
+    return float(max_drop)
+
+
+def measure_latencies(models: dict, row: dict, runs: int = 20, num_threads: int = 1):
+    """`({name: median ms}, source)`: through `tfspeed.profile.profile_models` (interleaved runs) when it works, else
+    a quick median over `runs` interpreter invokes of each model."""
+    try:
+        from tfspeed.profile import profile_models
+
+        names = list(models)
+        result = profile_models([models[n] for n in names], threads=[num_threads], runs=max(runs, 2), warmup=3,
+                                inputs=dict(row), names=names, isolate=False, progress=False)
+        out = {r["name"]: float(r["latency_ms"]["median"]) for r in result.models}
+        if set(out) == set(names):
+            return out, "tfspeed.profile"
+    except Exception:  # noqa: BLE001 - the profiler is optional here; fall back to a plain timer
+        pass
+    return {n: TFLiteClassifier(d, num_threads).median_latency_ms(row, runs=runs) for n, d in models.items()}, "quick-median"
+
+
+def export_within_budget(model, validation_split, max_drop: float = 0.01, calibration=None,
+                         candidates: Optional[Sequence] = None, order: str = "measured",
+                         seq_length: Optional[int] = None,
+                         num_calibration_samples: Optional[int] = _cal.DEFAULT_NUM_SAMPLES, vocab=None,
+                         latency_runs: int = 20, num_threads: int = 1, evaluate_all: bool = False, seed: int = 0,
+                         verbose: bool = False):
+    """The fastest TFLite configuration whose validation accuracy is within `max_drop` of the Keras model's.
+
+    Args:
+        model: a tf_keras classifier or a tfspeed model directory (see `convert`), or a `Converter` (then
+            `calibration`, `seq_length`, `num_calibration_samples`, `vocab` and `seed` are the Converter's).
+        validation_split: a labelled `EncodedSplit` the accuracy is measured on.
+        max_drop: largest accepted accuracy drop, as a fraction (0.01 = 1 point). Defaults to `0.01`.
+        calibration: calibration data for the int8 candidates (see `convert`). Defaults to `None`, which skips the
+            int8 candidates (recorded as failed) unless the model is QAT.
+        candidates: names from `DEFAULT_CANDIDATES` (`"int8"`, `"int8-mixed"`, `"int8-mixed+bmm"`, `"dynamic"`,
+            `"float16"`, `"float32"`) or `Candidate`s. Defaults to all of them.
+        order: `"measured"`: convert all, order by latency measured on this machine (median of `latency_runs`),
+            evaluate fastest first. `"known"`: evaluate in the listed order, converting lazily. Defaults to
+            `"measured"`.
+        seq_length: see `convert`. num_calibration_samples: Defaults to `200`. vocab: see `convert`.
+        latency_runs: timed runs per candidate. Defaults to `20`.
+        num_threads: interpreter threads for evaluation and timing. Defaults to `1`.
+        evaluate_all: evaluate every candidate, not only up to the first within budget. Defaults to `False`.
+        seed: calibration sample seed. Defaults to `0`.
+        verbose: print progress. Defaults to `False`.
+
+    Returns:
+        `(tflite_bytes, BudgetRecord)`.
+
+    Raises:
+        BudgetError: no candidate was within budget (`.record` says what was tried).
+
+    Example:
+
+    >>> data, record = export_within_budget("/work/runs/teacher", encoded.validation, max_drop=0.01,
+    ...                                     calibration="rotten_tomatoes", candidates=["int8", "int8-mixed"])
+    >>> print(record.to_table())
+    """
+    max_drop = _check_max_drop(max_drop)
+    if order not in ORDERS:
+        raise ValueError(f"Received an invalid value for `order`, expected one of {ORDERS}. Received: order={order!r}")
+    cands = candidates_by_name(candidates)
+    log = print if verbose else (lambda *a, **k: None)
+    conv = model if isinstance(model, Converter) else Converter(model, seq_length, calibration,
+                                                                  num_calibration_samples, vocab, seed)
+    if conv.qat:  # a QAT model quantizes with its own ranges; int8-mixed does not apply
+        cands = tuple(c for c in cands if c.mode != Mode.INT8_MIXED) or cands
+    ref = keras_logits(conv.keras_model, validation_split, conv.seq_length)
+    labels = np.asarray(validation_split.labels)
+    baseline = float(np.mean(ref.argmax(-1) == labels))
+    record = BudgetRecord(max_drop=max_drop, baseline_accuracy=baseline, order=order, latency_source=None,
+                          seq_length=conv.seq_length, num_examples=int(len(labels)))
+    log(f"[budget] Keras validation accuracy {baseline:.4f}; max drop {100 * max_drop:.2f} points")
+    entries = {c.name: {**c.to_dict(), "status": "not_evaluated", "accuracy": None, "drop": None, "size_bytes": None,
+                        "gzip_bytes": None, "latency_ms": None, "fell_back": None, "int8": None, "error": None}
+               for c in cands}
+    models = {}
+
+    def build(c):
+        if c.name in models or entries[c.name]["error"]:
+            return models.get(c.name)
+        t = time.perf_counter()
+        try:
+            if c.mode.needs_calibration and conv.calibration is None and not conv.qat:
+                raise ValueError("needs `calibration` (real text) for full int8")
+            data = conv.convert(c)
+        except (ConversionError, ValueError) as e:
+            entries[c.name].update(status="failed", error=str(e))
+            log(f"[budget] {c.name}: failed: {e}")
+            return None
+        hist = _ops.op_histogram(data)
+        entries[c.name].update(**_ops.sizes(data), fell_back=_ops.fell_back(hist), int8=hist["int8"],
+                               convert_seconds=round(time.perf_counter() - t, 2))
+        models[c.name] = data
+        log(f"[budget] {c.name}: converted, {len(data) / 1e6:.2f} MB")
+        return data
+
+    from tfspeed.export.calibration import fit_features
+
+    row = {k: v[:1] for k, v in fit_features(validation_split.features, conv.seq_length, "validation_split").items()}
+    if order == "measured":
+        for c in cands:
+            build(c)
+        if models:
+            latencies, record.latency_source = measure_latencies(models, row, latency_runs, num_threads)
+            for name, ms in latencies.items():
+                entries[name]["latency_ms"] = ms
+        ranked = sorted((c for c in cands if c.name in models), key=lambda c: entries[c.name]["latency_ms"])
+        sequence = ranked + [c for c in cands if c.name not in models]
+    else:
+        sequence = list(cands)
+
+    chosen = None
+    for c in sequence:
+        data = build(c)
+        if data is None:
+            continue
+        e = entries[c.name]
+        runner = TFLiteClassifier(data, num_threads)
+        if e["latency_ms"] is None:
+            e["latency_ms"] = runner.median_latency_ms(row, runs=latency_runs)
+            record.latency_source = "quick-median"
+        logits = runner.logits(validation_split.features)
+        acc = float(np.mean(logits.argmax(-1) == labels))
+        e.update(accuracy=acc, drop=baseline - acc,
+                 status="within_budget" if baseline - acc <= max_drop + 1e-12 else "over_budget")
+        log(f"[budget] {c.name}: accuracy {acc:.4f} (drop {100 * (baseline - acc):+.2f} points), "
+            f"{e['latency_ms']:.2f} ms: {e['status']}")
+        if e["status"] == "within_budget" and chosen is None:
+            chosen = c.name
+            if not evaluate_all:
+                break
+    record.tried = [entries[c.name] for c in sequence] + [entries[c.name] for c in cands if c not in sequence]
+    record.chosen = chosen
+    if chosen is None:
+        raise BudgetError(f"No candidate kept the accuracy within {100 * max_drop:.2f} points of "
+                          f"{baseline:.4f}.\n{record.to_table()}", record)
+    return models[chosen], record
