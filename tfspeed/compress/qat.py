@@ -1,0 +1,499 @@
+"""Quantization-aware training of a whole tfspeed BERT, so every matrix product of the TFLite file is int8.
+
+TFMOT's default scheme (`tfmot.quantization.keras.quantize_model`) only knows Dense-like layers: it refuses
+LayerNormalization, attention and the int32 token inputs of a BERT. A tfspeed BERT is flat and keeps its attention
+math in small weightless layers, so QAT can be placed exactly:
+
+- every `Dense` gets TFMOT's default 8-bit scheme (per-tensor symmetric int8 kernel, output fake-quantized after
+  the activation; GELU is fake-quantized before and after, tanh before),
+- `OutputQuantizeConfig` fake-quantizes the outputs of LayerNormalization, `QueryKeyProduct` (attention scores),
+  `MaskedSoftmax` (probabilities), `AttentionContext`, `FirstToken` and the residual `Add`s. With these ranges every
+  FULLY_CONNECTED and BATCH_MATMUL of the converted file has int8 inputs, weights and outputs,
+- all activation ranges come from `RangeQuantizer` (TFMOT's moving-average quantizer), and `calibrate` sets them from
+  a few batches of real data before fitting: TFMOT's [-6, 6] start barely moves in a short fine-tune (EMA 0.999),
+- the embeddings, `AttentionMask` and the three int32 inputs are not annotated (a FakeQuant on int32 fails), and the
+  additive mask stays float: one int8 range for scores + (-10000) would wipe out the scores' resolution, so the
+  scale / mask / softmax arithmetic runs in float between a DEQUANTIZE and a QUANTIZE.
+
+`quantize(model)` returns a new QAT classifier. Fit it with `fit` as usual (`qat_fit`, or
+`tfspeed.train.fit_classifier`; callbacks and `tf.distribute` work when `quantize` runs inside `strategy.scope()`),
+load it back inside `quantize_scope()` (or `load_model_dir(path, scope=custom_objects())`), convert it with
+`to_tflite(model, seq_length)`. `preserve_sparsity=True` is TFMOT's prune-preserving 8-bit scheme (kernel * mask before
+the fake quantization, so zeros get no gradient and stay zero), with the mask kept as a saved variable.
+
+Example:
+
+>>> from tfspeed.compress import qat
+>>> qat_model, history = qat.qat_fit(classifier, encoded.train, epochs=1, learning_rate=2e-5)  # doctest: +SKIP
+>>> tflite = qat.to_tflite(qat_model, seq_length=64)  # doctest: +SKIP
+>>> qat.int8_fractions(tflite)  # doctest: +SKIP
+{'FULLY_CONNECTED': 1.0, 'BATCH_MATMUL': 1.0}
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfspeed.compat import keras, tf  # sets TF_USE_LEGACY_KERAS before TFMOT imports TensorFlow
+from tfspeed.models import layers as L
+from tfspeed.models.bert import build_classifier, config_of, copy_weights, is_bert
+
+import tensorflow_model_optimization as tfmot  # noqa: E402  (after tfspeed.compat)
+
+_register = keras.saving.register_keras_serializable(package="tfspeed")
+_qk = tfmot.quantization.keras
+
+
+def _default_8bit_registry():
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry)
+
+    return default_8bit_quantize_registry
+
+
+# Layers a tfspeed BERT classifier is made of, and what QAT does with each.
+_OUTPUT_QUANTIZED = (keras.layers.LayerNormalization, L.QueryKeyProduct, L.MaskedSoftmax, L.AttentionContext,
+                     L.FirstToken, keras.layers.Add)
+_LEFT_FLOAT = (keras.layers.InputLayer, keras.layers.Embedding, L.PositionEmbedding, L.AttentionMask,
+               keras.layers.Dropout)
+SUPPORTED_LAYERS = (keras.layers.Dense,) + _OUTPUT_QUANTIZED + _LEFT_FLOAT
+"""The layer classes `quantize` handles; any other layer is refused with the list of offenders."""
+
+
+@_register
+class RangeQuantizer(_qk.quantizers.MovingAverageQuantizer):
+    """TFMOT's activation quantizer (moving-average min / max, asymmetric int8) with a settable EMA decay.
+
+    TFMOT starts every range at [-6, 6] and moves it with decay 0.999: after the few hundred steps of a BERT
+    fine-tune the ranges are still mostly that guess (softmax probabilities in [0, 1] get 1/28 resolution, LayerNorm
+    outliers beyond 6 are clipped). `calibrate` sets `ema_decay` per batch to take the data's ranges first.
+
+    Args:
+        num_bits: Defaults to `8`. per_axis: Defaults to `False`. symmetric: Defaults to `False`.
+        narrow_range: Defaults to `False`. ema_decay: decay of the moving averages while training. Defaults to `0.999`.
+    """
+
+    def __init__(self, num_bits: int = 8, per_axis: bool = False, symmetric: bool = False, narrow_range: bool = False,
+                 ema_decay: float = 0.999):
+        super().__init__(num_bits=num_bits, per_axis=per_axis, symmetric=symmetric, narrow_range=narrow_range)
+        if isinstance(ema_decay, bool) or not isinstance(ema_decay, (int, float)) or not 0 <= ema_decay < 1:
+            raise ValueError(f"Received an invalid value for `ema_decay`, expected a float in [0, 1). "
+                             f"Received: ema_decay={ema_decay!r}")
+        self.ema_decay = float(ema_decay)
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+        return quant_ops.MovingAvgQuantize(inputs, weights["min_var"], weights["max_var"], ema_decay=self.ema_decay,
+                                           is_training=training, num_bits=self.num_bits, per_channel=self.per_axis,
+                                           symmetric=self.symmetric, narrow_range=self.narrow_range)
+
+    def get_config(self):
+        return {**super().get_config(), "ema_decay": self.ema_decay}
+
+    def __eq__(self, other):
+        return isinstance(other, RangeQuantizer) and self.get_config() == other.get_config()
+
+
+@_register
+class OutputQuantizeConfig(_qk.QuantizeConfig):
+    """Fake-quantizes a layer's output only; its weights (if any) and internal math stay float.
+
+    Used on LayerNormalization and the attention layers of a tfspeed BERT: the converter needs a range on each
+    tensor that enters or leaves a FULLY_CONNECTED / BATCH_MATMUL to make that op int8.
+
+    Args:
+        num_bits: bits of the output. Defaults to `8`.
+        symmetric: symmetric range around 0 instead of a learned [min, max]. Defaults to `False` (TFLite's
+            activation scheme: asymmetric int8).
+    """
+
+    def __init__(self, num_bits: int = 8, symmetric: bool = False):
+        if not isinstance(num_bits, int) or not 2 <= num_bits <= 8:
+            raise ValueError(f"Received an invalid value for `num_bits`, expected an integer in [2, 8]. "
+                             f"Received: num_bits={num_bits!r}")
+        self.num_bits, self.symmetric = num_bits, bool(symmetric)
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return [RangeQuantizer(num_bits=self.num_bits, symmetric=self.symmetric)]
+
+    def get_config(self):
+        return {"num_bits": self.num_bits, "symmetric": self.symmetric}
+
+    def __eq__(self, other):
+        return isinstance(other, OutputQuantizeConfig) and self.get_config() == other.get_config()
+
+
+@_register
+class SparsityPreservingQuantizer(_qk.quantizers.LastValueQuantizer):
+    """TFMOT's prune-preserving weight quantizer (`kernel * mask`, then LastValue fake-quant) with the mask kept in a
+    non-trainable variable, so it is saved with the model and survives `.keras` reloads and weight copies.
+
+    TFMOT's own `PrunePreserveDefault8BitWeightsQuantizer` computes the mask once from whatever the kernel holds when
+    the layer is built; a model rebuilt from its config (every reload) gets a random kernel there, hence an all-ones
+    mask, and the zeros are lost at the next training step.
+
+    Args:
+        num_bits: Defaults to `8`. per_axis: Defaults to `False`. symmetric: Defaults to `True`.
+        narrow_range: Defaults to `True` (int8 weights in [-127, 127], TFLite's scheme).
+    """
+
+    def __init__(self, num_bits: int = 8, per_axis: bool = False, symmetric: bool = True, narrow_range: bool = True):
+        super().__init__(num_bits=num_bits, per_axis=per_axis, symmetric=symmetric, narrow_range=narrow_range)
+
+    def build(self, tensor_shape, name, layer):
+        weights = super().build(tensor_shape, name, layer)
+        kernel = getattr(layer.layer, name)
+
+        def nonzero(shape, dtype=None):
+            return tf.cast(tf.not_equal(kernel, 0), dtype or tf.float32)
+
+        weights["sparsity_mask"] = layer.add_weight(f"{name}_sparsity_mask", shape=tensor_shape, initializer=nonzero,
+                                                    trainable=False)
+        return weights
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        return super().__call__(inputs * weights["sparsity_mask"], training, weights, **kwargs)
+
+
+@_register
+class DenseQuantizeConfig(_default_8bit_registry().Default8BitQuantizeConfig):
+    """TFMOT's default 8-bit Dense config (per-tensor symmetric int8 kernel, output quantized after the activation),
+    optionally with TFMOT's prune-preserving kernel quantizer, kept through `get_config` (TFMOT's own config forgets it,
+    so a reloaded prune-preserving model would stop preserving zeros).
+
+    Args:
+        preserve_sparsity: fake-quantize `kernel * mask`, the mask being the kernel's non-zeros when the layer is
+            built, so zeros stay zero while training. Defaults to `False`.
+    """
+
+    def __init__(self, preserve_sparsity: bool = False, **kwargs):
+        kwargs.setdefault("weight_attrs", ["kernel"])
+        kwargs.setdefault("activation_attrs", ["activation"])
+        kwargs.setdefault("quantize_output", False)
+        super().__init__(**kwargs)
+        self.activation_quantizer = RangeQuantizer()
+        self.preserve_sparsity = bool(preserve_sparsity)
+        if self.preserve_sparsity:
+            self.weight_quantizer = SparsityPreservingQuantizer()
+
+    def get_config(self):
+        return {**super().get_config(), "preserve_sparsity": self.preserve_sparsity}
+
+    def __eq__(self, other):
+        return isinstance(other, DenseQuantizeConfig) and self.get_config() == other.get_config()
+
+
+def custom_objects() -> dict:
+    """Everything a QAT tfspeed model needs to load: TFMOT's quantization classes, tfspeed layers and configs."""
+    from tfspeed.artifacts import custom_objects as base_objects
+    objects = dict(base_objects())
+    objects.update(_tfmot_objects())
+    objects.update({"OutputQuantizeConfig": OutputQuantizeConfig, "DenseQuantizeConfig": DenseQuantizeConfig,
+                    "RangeQuantizer": RangeQuantizer,
+                    "SparsityPreservingQuantizer": SparsityPreservingQuantizer})
+    return objects
+
+
+def _tfmot_objects() -> dict:
+    from tensorflow_model_optimization.python.core.quantization.keras import (
+        quantize_annotate, quantize_aware_activation, quantize_config, quantize_layer, quantize_wrapper, quantizers)
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry as registry)
+
+    objects = {
+        "QuantizeAnnotate": quantize_annotate.QuantizeAnnotate,
+        "QuantizeAwareActivation": quantize_aware_activation.QuantizeAwareActivation,
+        "NoOpActivation": quantize_aware_activation.NoOpActivation,
+        "QuantizeWrapper": quantize_wrapper.QuantizeWrapper,
+        "QuantizeWrapperV2": quantize_wrapper.QuantizeWrapperV2,
+        "QuantizeLayer": quantize_layer.QuantizeLayer,
+        "OutputOnlyConfig": quantize_config.OutputOnlyConfig,
+        "FixedQuantizeConfig": quantize_config.FixedQuantizeConfig,
+    }
+    objects.update(registry._types_dict())  # pylint: disable=protected-access
+    objects.update(quantizers._types_dict())  # pylint: disable=protected-access
+    return objects
+
+
+def quantize_scope():
+    """A scope in which a QAT tfspeed model loads: `with quantize_scope(): keras.models.load_model(path)`.
+
+    For model directories, `tfspeed.artifacts.load_model_dir(path, scope=qat.custom_objects())` does the same.
+    """
+    return keras.utils.custom_object_scope(custom_objects())
+
+
+def unsupported_layers(model: keras.Model) -> list:
+    """`[(layer name, class name)]` of the layers of `model` that `quantize` cannot handle (empty when it can)."""
+    bad = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) or not isinstance(layer, SUPPORTED_LAYERS) or \
+                isinstance(layer, (keras.layers.Lambda,)):
+            bad.append((layer.name, type(layer).__name__))
+    return bad
+
+
+def _hub_layers(model) -> list:
+    try:
+        import tensorflow_hub as hub
+    except ImportError:  # pragma: no cover
+        return []
+    return [layer for layer in getattr(model, "layers", []) if isinstance(layer, hub.KerasLayer)]
+
+
+def to_native(model: keras.Model) -> keras.Model:
+    """A native tfspeed classifier with the weights of a `hub.KerasLayer` classifier (its fine-tuned weights kept).
+
+    The hub layer's SavedModel is imported into the native encoder (`tfspeed.hub.import_encoder`), then the hub
+    layer's current variables and the classifier head are copied over. A native model is returned unchanged.
+    """
+    hub_layers = _hub_layers(model)
+    if not hub_layers:
+        return model
+    from tfspeed.hub import import_encoder
+    from tfspeed.hub import weights as W
+
+    if len(hub_layers) != 1:
+        raise ValueError(f"Expected at most one `hub.KerasLayer` encoder in `model`. Received: "
+                         f"{[l.name for l in hub_layers]}")
+    hub_layer = hub_layers[0]
+    handle = hub_layer.get_config().get("handle")
+    if not isinstance(handle, str):
+        raise ValueError(f"Cannot import the hub layer {hub_layer.name!r} into a native encoder: it was not built "
+                         f"from a handle (path or URL). Received: handle={handle!r}")
+    encoder = import_encoder(handle)
+    variables = {v.name.rsplit(":", 1)[0]: v.numpy() for v in hub_layer.variables}
+    weight_map = W.from_model_garden(variables) if W.is_model_garden(variables) else W.from_native_variables(variables)
+    if not weight_map:
+        raise ValueError(f"Cannot map the variables of the hub layer {hub_layer.name!r} to a native encoder (expected "
+                         f"tfspeed or Model Garden names). Received: {sorted(variables)[:6]}...")
+    W.assign(encoder, weight_map)  # the hub layer's current (fine-tuned) weights, not the SavedModel's
+
+    head = [l for l in model.layers if isinstance(l, keras.layers.Dense)]
+    if len(head) != 1:
+        raise ValueError(f"Expected one Dense head on the hub encoder of `model`. Received Dense layers: "
+                         f"{[l.name for l in head]}")
+    dropout = [l for l in model.layers if isinstance(l, keras.layers.Dropout)]
+    native = build_classifier(config_of(encoder), num_classes=int(head[0].units),
+                              classifier_dropout=float(dropout[0].rate) if dropout else None)
+    copy_weights(encoder, native)
+    native.get_layer("classifier").set_weights(head[0].get_weights())
+    return native
+
+
+def _check_model(model):
+    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
+        raise ValueError(f"Expected a functional tf_keras tfspeed BERT classifier for `model`. "
+                         f"Received: {type(model).__name__}")
+    if any(type(l).__name__.startswith(("QuantizeWrapper", "QuantizeAnnotate", "PruneLowMagnitude"))
+           for l in model.layers):
+        raise ValueError("`model` is already wrapped by TFMOT (quantized or still pruning). Pass the float model; "
+                         "strip pruning first with `tfmot.sparsity.keras.strip_pruning`.")
+    bad = unsupported_layers(model)
+    if bad:
+        listed = ", ".join(f"{name} ({cls})" for name, cls in bad)
+        raise ValueError(
+            f"`model` has layers quantization-aware training cannot handle: {listed}. "
+            "tfspeed QAT supports Dense, LayerNormalization, Embedding, Add, Dropout and the tfspeed BERT layers "
+            f"({', '.join(sorted(L.CUSTOM_OBJECTS))}). Rebuild the model as a native tfspeed BERT "
+            "(`tfspeed.hub.build_classifier_from(handle)`; a `hub.KerasLayer` model is converted by `quantize` "
+            "itself), replace Lambda / raw tf ops by a registered custom layer, or annotate such a layer yourself with "
+            "`tfmot.quantization.keras.quantize_annotate_layer(layer, quantize_config)`.")
+    if not is_bert(model):
+        raise ValueError(f"Expected a tfspeed BERT classifier for `model` (layers word_embeddings, layer_0_query, "
+                         f"pooler_dense). Received: a model named {model.name!r}")
+
+
+def _annotator(preserve_sparsity: bool):
+    def annotate(layer):
+        if isinstance(layer, keras.layers.Dense):
+            return _qk.quantize_annotate_layer(layer, DenseQuantizeConfig(preserve_sparsity=preserve_sparsity))
+        if isinstance(layer, _OUTPUT_QUANTIZED):
+            return _qk.quantize_annotate_layer(layer, OutputQuantizeConfig())
+        return layer
+
+    return annotate
+
+
+def quantize(model: keras.Model, preserve_sparsity: bool = False) -> keras.Model:
+    """A quantization-aware copy of a tfspeed BERT classifier (the caller's model is not changed).
+
+    Every Dense is fake-quantized with TFMOT's default 8-bit config; the outputs of LayerNormalization, attention
+    scores, softmax, attention context and the [CLS] slice get `OutputQuantizeConfig`. Token and mask inputs stay int32
+    and unquantized. Call it inside `strategy.scope()` to fit under a `tf.distribute` strategy.
+
+    Args:
+        model: a native tfspeed BERT classifier (`tfspeed.models.build_classifier`, `tfspeed.hub.build_classifier_from`),
+            or a classifier on a `hub.KerasLayer` encoder, which is first imported into the native encoder.
+        preserve_sparsity: use TFMOT's prune-preserving 8-bit scheme, so the zeros of a pruned (and stripped) model
+            stay zero through QAT and in the int8 file. Defaults to `False`.
+
+    Returns:
+        A new functional model whose layers are `quant_*` wrappers; weights copied from `model`.
+
+    Raises:
+        ValueError: for layers QAT cannot handle (listed, with what to do), or a model already wrapped by TFMOT.
+    """
+    if not isinstance(preserve_sparsity, bool):
+        raise ValueError(f"Received an invalid value for `preserve_sparsity`, expected a bool. "
+                         f"Received: preserve_sparsity={preserve_sparsity!r}")
+    model = to_native(model) if _hub_layers(model) else model
+    _check_model(model)
+    with quantize_scope():
+        annotated = keras.models.clone_model(model, clone_function=_annotator(preserve_sparsity))
+        annotated.set_weights(model.get_weights())
+        if preserve_sparsity:
+            from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
+                default_8bit_prune_preserve_quantize_scheme as pp)
+
+            scheme = pp.Default8BitPrunePreserveQuantizeScheme()
+        else:
+            scheme = _qk.default_8bit.Default8BitQuantizeScheme()
+        applied = _qk.quantize_apply(annotated, scheme)
+        # `quantize_apply` builds the wrapped layers inside the wrappers' calls, so some inner weights are tracked by
+        # the wrapper; a reloaded model tracks them on the inner layer and `.keras` loading fails ("expected 3
+        # variables, received 5"). Rebuilding from the config gives the structure that loading produces.
+        qat_model = keras.Model.from_config(applied.get_config())
+    _copy_weights_in_order(applied, qat_model)
+    return qat_model
+
+
+def _copy_weights_in_order(source, target):
+    src, dst = source.weights, target.weights
+    short = lambda w: w.name.split("/")[-1]  # noqa: E731
+    if [(short(w), tuple(w.shape)) for w in src] != [(short(w), tuple(w.shape)) for w in dst]:  # pragma: no cover
+        raise RuntimeError("Internal error: the rebuilt QAT model's weights do not line up with quantize_apply's.")
+    target.set_weights(source.get_weights())
+
+
+def _range_quantizers(model) -> list:
+    found = {}
+    for layer in model.layers:
+        candidates = list(getattr(layer, "_output_quantizers", None) or [])
+        candidates += [a.quantizer for a in getattr(layer, "_quantize_activations", None) or []]
+        for q in candidates:
+            if isinstance(q, RangeQuantizer):
+                found[id(q)] = q
+    return list(found.values())
+
+
+def calibrate(qat_model: keras.Model, data, num_batches: int = 8, batch_size: int = 32, seed: int = 0) -> int:
+    """Sets the activation ranges of a QAT model from real data: the mean of the per-batch min / max.
+
+    Runs `num_batches` training-mode forward passes (no weight update) with each `RangeQuantizer`'s decay set to
+    k / (k + 1) at batch k, so the first batch replaces TFMOT's [-6, 6] start and later ones average in. `qat_fit` does
+    this before fitting.
+
+    Args:
+        qat_model: a model from `quantize`.
+        data: an `EncodedSplit` (e.g. the training split).
+        num_batches: Defaults to `8`. batch_size: Defaults to `32`. seed: which batches. Defaults to `0`.
+
+    Returns:
+        The number of batches used.
+    """
+    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
+        raise ValueError(f"Received an invalid value for `num_batches`, expected a positive integer. "
+                         f"Received: num_batches={num_batches!r}")
+    if not hasattr(data, "batch_indices"):
+        raise ValueError(f"Expected an `EncodedSplit` for `data`. Received: {type(data).__name__}")
+    quantizers = _range_quantizers(qat_model)
+    if not quantizers:
+        raise ValueError("`qat_model` has no tfspeed activation quantizers: pass a model made by "
+                         "`tfspeed.compress.qat.quantize`.")
+    batches = data.batch_indices(batch_size, shuffle=True, rng=np.random.default_rng(seed))[:num_batches]
+    decays = [q.ema_decay for q in quantizers]
+    try:
+        for k, idx in enumerate(batches):
+            for q in quantizers:
+                q.ema_decay = k / (k + 1)
+            x, _ = data.batch(idx)
+            qat_model(x, training=True)
+    finally:
+        for q, decay in zip(quantizers, decays):
+            q.ema_decay = decay
+    return len(batches)
+
+
+def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_size: int = 32,
+            learning_rate: float = 2e-5, preserve_sparsity: bool = False, strategy=None, callbacks=(),
+            verbose="auto", calibration_batches: int = 8):
+    """Quantizes `model` and fine-tunes the QAT copy with `fit`; returns `(qat_model, history)`.
+
+    The copy is made inside `strategy.scope()`, so its variables (fake-quant ranges included) are distributed; its
+    activation ranges are calibrated on `calibration_batches` training batches first.
+
+    Args:
+        model: a tfspeed BERT classifier, float (see `quantize`).
+        train: an `EncodedSplit` to fit on. validation: an `EncodedSplit`. Defaults to `None`.
+        epochs: Defaults to `1`. batch_size: Defaults to `32`.
+        learning_rate: peak AdamW rate (warm-up then linear decay): QAT starts from trained weights, so keep it low.
+            Defaults to `2e-5`.
+        preserve_sparsity: see `quantize`. Defaults to `False`.
+        strategy: a `tf.distribute.Strategy`. Defaults to the current (default) strategy.
+        callbacks: Keras callbacks for `fit`. Defaults to `()`.
+        calibration_batches: training batches that set the activation ranges before fitting (`calibrate`); `0`
+            keeps TFMOT's [-6, 6] start. Defaults to `8`.
+    """
+    from tfspeed.train import fit_classifier
+
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        qat_model = quantize(model, preserve_sparsity=preserve_sparsity)
+        if calibration_batches:
+            calibrate(qat_model, train, num_batches=calibration_batches, batch_size=batch_size)
+        history = fit_classifier(qat_model, train, validation, epochs=epochs, batch_size=batch_size,
+                                 learning_rate=learning_rate, callbacks=callbacks, verbose=verbose)
+    return qat_model, history
+
+
+def is_quantized(model) -> bool:
+    """Whether `model` is a QAT model (has TFMOT quantize wrappers)."""
+    from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import QuantizeWrapper
+
+    return any(isinstance(l, QuantizeWrapper) for l in getattr(model, "layers", []))
+
+
+# === Conversion ===
+
+def to_tflite(qat_model: keras.Model, seq_length: int) -> bytes:
+    """The int8 .tflite of a QAT model: `tfspeed.export.convert(qat_model, mode="int8", seq_length=seq_length)`.
+
+    The converter reads the trained fake-quant ranges (no calibration) from a fixed [1, seq_length] signature; inputs
+    `input_word_ids`, `input_mask`, `input_type_ids` stay int32, the logits come out float32.
+
+    Args:
+        qat_model: a model returned by `quantize` (fitted or not), or a model directory holding one.
+        seq_length: tokens per example of the file's fixed signature.
+    """
+    from tfspeed import export
+
+    if isinstance(seq_length, bool) or not isinstance(seq_length, (int, np.integer)) or seq_length < 1:
+        raise ValueError(f"Received an invalid value for `seq_length`, expected a positive integer. "
+                         f"Received: seq_length={seq_length!r}")
+    if isinstance(qat_model, keras.Model) and not is_quantized(qat_model):
+        raise ValueError("Expected a QAT model for `qat_model` (from `tfspeed.compress.qat.quantize`). Received a float "
+                         f"model {qat_model.name!r}: quantize it first, or use `tfspeed.export.convert` for "
+                         "post-training quantization.")
+    return export.convert(qat_model, mode="int8", seq_length=int(seq_length))
+
+
+def int8_fractions(tflite) -> dict:
+    """`{"FULLY_CONNECTED": f, "BATCH_MATMUL": f}`: the fraction of those ops that compute in int8 (None if absent)."""
+    from tfspeed.export import op_histogram
+
+    counts = op_histogram(tflite)["int8"]
+    return {op: (c["int8"] / c["total"] if c["total"] else None) for op, c in counts.items()}
