@@ -18,6 +18,7 @@ from tfspeed.profile import cli, verify
 NAMES = ("input_word_ids", "input_mask", "input_type_ids")
 SEQ = 32
 VOCAB = 500
+BERT_SEQ = 64  # the attention model: big enough (~0.5 ms) that the per-op check is not at the limit of the method
 
 
 def build_keras(seq=SEQ, vocab=VOCAB, hidden=128, ffn=512, layers=2, seed=0):
@@ -33,6 +34,20 @@ def build_keras(seq=SEQ, vocab=VOCAB, hidden=128, ffn=512, layers=2, seed=0):
         x = x + keras.layers.Dense(hidden)(h)
     logits = keras.layers.Dense(2)(x[:, 0])
     return keras.Model({"input_word_ids": ids, "input_mask": mask, "input_type_ids": types}, {"logits": logits})
+
+
+def build_bert(seq=BERT_SEQ, vocab=VOCAB, hidden=128, heads=4, ffn=512, layers=2, seed=2):
+    """BERT-shaped: embeddings, then per layer self-attention + residual + LayerNorm, GELU FFN + residual + LN."""
+    keras.utils.set_random_seed(seed)
+    ids, mask, types = (keras.Input((seq,), dtype="int32", name=n) for n in NAMES)
+    x = keras.layers.Embedding(vocab, hidden)(ids) + keras.layers.Embedding(2, hidden)(types)
+    x = x * tf.cast(mask, tf.float32)[..., None]
+    for _ in range(layers):
+        a = keras.layers.MultiHeadAttention(heads, hidden // heads)(x, x)
+        x = keras.layers.LayerNormalization()(x + a)
+        h = keras.layers.Dense(ffn, activation="gelu")(x)
+        x = keras.layers.LayerNormalization()(x + keras.layers.Dense(hidden)(h))
+    return keras.Model(dict(zip(NAMES, (ids, mask, types))), {"logits": keras.layers.Dense(2)(x[:, 0])})
 
 
 def to_tflite(model, shape=(1, SEQ)):
@@ -53,7 +68,9 @@ def models(tmp_path_factory):
     dynamic = root / "dynamic.tflite"
     dyn = build_keras(seq=None, vocab=100, hidden=32, ffn=64, layers=1)
     dynamic.write_bytes(to_tflite(dyn, shape=(1, None)))
-    return {"root": root, "keras": keras_model, "big": big, "small": small, "dynamic": dynamic}
+    bert = root / "bert_attention.tflite"
+    bert.write_bytes(to_tflite(build_bert(), shape=(1, BERT_SEQ)))
+    return {"root": root, "keras": keras_model, "big": big, "small": small, "dynamic": dynamic, "bert": bert}
 
 
 def test_json_markdown_plot_and_schema(models, tmp_path):
@@ -119,17 +136,100 @@ def test_median_agrees_with_independent_perf_counter_loop(models):
 
 
 def test_per_op_sum_agrees_with_whole_model(models):
-    result = profile_models(models["big"], runs=200, per_op=True, per_op_runs=200, progress=False)
-    p = result.models[0]["per_op"]
+    messages = []
+    for _ in range(2):  # a drift between attempts is the machine (load 6-15 on 2 cores), not the method
+        result = profile_models(models["big"], runs=200, per_op=True, per_op_runs=200, progress=False)
+        p = result.models[0]["per_op"]
+        messages.append(p["message"][:110])
+        if p["agrees"]:
+            break
     assert p["skipped"] == 0
-    assert abs(p["difference_pct"]) <= 10, p["message"]
+    assert abs(p["difference_pct"]) <= 10, messages
     assert p["agrees"] and "agrees with" in p["message"]
     ops = p["ops"]
     assert {"index", "type", "input_dtypes", "output_dtypes", "ms", "share"} <= set(ops[0])
     assert [o["index"] for o in ops] == list(range(len(ops)))
     assert "FULLY_CONNECTED" in p["by_type"]
-    assert sum(o["share"] for o in ops) == pytest.approx(1 - p["invoke_overhead_ms"] / p["sum_ms"], abs=1e-6)
+    assert sum(o["share"] for o in ops) == pytest.approx(1.0, abs=1e-6)
+    assert sum(o["ms"] for o in ops) == pytest.approx(p["sum_ms"], rel=1e-6)
+    assert p["clock"] == "thread_cpu" and len(p["chunks"]) > 1
+    assert all(o["alone_ms"] is not None and o["chunk"] is not None for o in ops)
     assert "per-op bert_like.tflite" in result.to_table()
+
+
+@pytest.mark.parametrize("xnnpack", [True, False], ids=["xnnpack", "builtin"])
+def test_per_op_sum_agrees_on_bert_with_attention(models, xnnpack):
+    # Timed alone, the one-op models of this model add up to 7-40% less than the whole (data stays in cache); the
+    # chunked measurement lands within a few percent (8 of 8 runs within 4% on the 2-core machine at load 6-10).
+    # Two attempts: a drift between attempts is the machine, not the method.
+    messages = []
+    for _ in range(2):
+        result = profile_models(models["bert"], xnnpack=xnnpack, runs=100, per_op=True, progress=False)
+        p = result.models[0]["per_op"]
+        messages.append(p["message"][:110])
+        if p["agrees"]:
+            break
+    assert p["agrees"] and abs(p["difference_pct"]) <= 10, messages
+    assert {"FULLY_CONNECTED", "BATCH_MATMUL", "SOFTMAX"} <= set(p["by_type"])
+    assert p["skipped"] == 0 and p["tolerance_pct"] == 10
+    assert sum(v["ms"] for v in p["by_type"].values()) == pytest.approx(p["sum_ms"], rel=1e-6)
+    # Each chunk's time is split over its ops in proportion to their alone times.
+    for c, chunk in enumerate(p["chunks"]):
+        members = [o for o in p["ops"] if o["chunk"] == c]
+        assert len(members) == chunk["count"]
+        assert sum(o["ms"] for o in members) == pytest.approx(chunk["ms"], rel=1e-6)
+        if chunk["alone_ms"] > 0:
+            for o in members:
+                assert o["ms"] == pytest.approx(chunk["ms"] * o["alone_ms"] / chunk["alone_ms"], rel=1e-6)
+
+
+def test_cut_chunks_chain_back_to_the_whole_model(models):
+    # The sub-models the per-op profile times are a true decomposition: run one after the other, each fed the
+    # outputs of the ones before, they give the whole model's logits.
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    from tfspeed.profile.ops import cut_operators, plan_chunks
+
+    data = models["bert"].read_bytes()
+    model = fu.read_model_from_bytearray(bytearray(data))
+    sg = model.subgraphs[0]
+    n = len(sg.operators)
+    rng = np.random.default_rng(3)
+    feed = {"input_word_ids": rng.integers(0, VOCAB, (1, BERT_SEQ)).astype(np.int32),
+            "input_mask": np.ones((1, BERT_SEQ), np.int32), "input_type_ids": np.zeros((1, BERT_SEQ), np.int32)}
+    plain = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    whole = Interpreter(model_content=data, experimental_op_resolver_type=plain)
+    whole.allocate_tensors()
+    for d in whole.get_input_details():
+        whole.set_tensor(d["index"], feed[d["name"].removeprefix("serving_default_").split(":")[0]])
+    whole.invoke()
+    expected = whole.get_tensor(whole.get_output_details()[0]["index"])
+    index_by_name = {sg.tensors[t].name: t for t in range(len(sg.tensors))}
+    values = {t: feed[sg.tensors[t].name.decode().removeprefix("serving_default_").split(":")[0]]
+              for t in sg.inputs}
+    groups = plan_chunks([1.0] * n, set(range(n)), 5)
+    assert [i for g in groups for i in g] == list(range(n)) and len(groups) == 5
+    for group in groups:
+        cut, inputs = cut_operators(model, 0, group)
+        it = Interpreter(model_content=bytes(fu.convert_object_to_bytearray(cut)), experimental_op_resolver_type=plain)
+        it.allocate_tensors()
+        for d, t in zip(sorted(it.get_input_details(), key=lambda d: d["index"]), inputs):
+            it.set_tensor(d["index"], values[t])
+        it.invoke()
+        for d in it.get_output_details():
+            values[index_by_name[d["name"].encode()]] = it.get_tensor(d["index"])
+    np.testing.assert_allclose(values[sg.outputs[0]], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_plan_chunks_balances_alone_time_and_stops_at_untimed_ops():
+    from tfspeed.profile.ops import plan_chunks
+
+    assert plan_chunks([1.0] * 6, {0, 1, 2, 4, 5}, 2) == [[0, 1, 2], [4, 5]]
+    assert plan_chunks([4.0, 1.0, 1.0, 1.0, 1.0], set(range(5)), 2) == [[0], [1, 2, 3, 4]]
+    assert plan_chunks([1.0] * 3, set(range(3)), 8) == [[0], [1], [2]]
+    assert plan_chunks([0.0] * 4, set(range(4)), 2) == [[0, 1], [2, 3]]
+    assert plan_chunks([1.0], set(), 2) == []
 
 
 def test_interleaved_sweep_baseline_and_savedmodel(models, tmp_path):
@@ -303,11 +403,18 @@ FUZZ_CHILD = textwrap.dedent("""
 
 def test_fuzzed_model_files_never_crash(models):
     # The mutations run in a child process so that a native crash shows up as a failed test, not a dead pytest.
+    # The time limit is on the child's CPU time: on the shared 2-core machine its wall time swings 2-3x with load.
+    import resource
+
+    def children_cpu():
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
     n = 300
-    start = time.perf_counter()
+    start = children_cpu()
     proc = subprocess.run([sys.executable, "-c", FUZZ_CHILD, str(models["small"]), str(n)], capture_output=True,
-                          text=True, timeout=240)
-    elapsed = time.perf_counter() - start
+                          text=True, timeout=600)
+    elapsed = children_cpu() - start
     assert proc.returncode == 0, f"child died with {proc.returncode}: {proc.stderr[-2000:]}"
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["others"] == [], report["others"][:5]

@@ -140,8 +140,10 @@ def profile_models(models, baseline=0, threads=(1,), xnnpack=True, runs: int = 5
             Defaults to `True`.
         runs: measured runs per model, after the warm-up. Defaults to `50`.
         warmup: warm-up runs per model, reported apart and not in the statistics. Defaults to `5`.
-        per_op: also time every operator of each TFLite model alone (see `tfspeed.profile.ops`). Defaults to `False`.
-        per_op_runs: timed runs per operator. Defaults to `runs`.
+        per_op: also time every operator of each TFLite model, and check that the per-op times add up to the whole
+            model's (see `tfspeed.profile.ops`). Defaults to `False`.
+        per_op_runs: timed runs of each operator alone, and timed rounds of the chunk sub-models (each round also
+            runs the whole model once, for the check). Defaults to `runs`.
         inputs: a `dict` name -> array or an `.npz` path; checked against the first model's inputs. Defaults to
             generated inputs (token ids within the vocabulary, ones for masks, zeros for type ids, random floats).
         shapes: `{input name: shape}` for dynamic dimensions. A dynamic batch dimension defaults to 1.
@@ -250,7 +252,8 @@ def profile_models(models, baseline=0, threads=(1,), xnnpack=True, runs: int = 5
                         row["per_op"] = _ops.profile_ops(
                             runner.data, runner.feed_by_index, runner.subgraph, n_threads, use_xnn,
                             runs=per_op_runs, warmup=min(max(warmup, 1), 5),
-                            whole_ms=row["latency_ms"]["median"], progress=bar.update)
+                            whole_ms=row["latency_ms"]["median"], progress=bar.update,
+                            whole_invoke=runner.invoke)
                 base_row = loaded[base][1]
                 for runner, row in loaded:
                     row["is_baseline"] = row is base_row

@@ -90,14 +90,19 @@ def markdown(result) -> str:
         if not p:
             continue
         out += ["", f"## Per-op: {r['name']} ({r['config']})", "", p["message"] + ".", "",
+                "Per-op `ms`: the op's chunk (consecutive ops run as one sub-model, boundary costs taken off) split "
+                "in proportion to the ops timed alone (`alone ms`); see `tfspeed.profile.ops`.", "",
                 "| op type | count | ms | share |", "|---|---:|---:|---:|"]
         out += [f"| {t} | {v['count']} | {v['ms']:.4f} | {v['share'] * 100:.1f}% |" for t, v in p["by_type"].items()]
-        out += ["", "| # | op | input dtypes | output dtypes | ms | share |", "|---:|---|---|---|---:|---:|"]
+        out += ["", "| # | op | input dtypes | output dtypes | ms | share | alone ms | chunk |",
+                "|---:|---|---|---|---:|---:|---:|---:|"]
         for o in p["ops"]:
-            ms = "skipped: " + o["skipped"] if o["skipped"] else f"{o['ms']:.4f}"
+            ms = "skipped: " + o["skipped"] if o["skipped"] else ("-" if o["ms"] is None else f"{o['ms']:.4f}")
             share = "" if o["share"] is None else f"{o['share'] * 100:.1f}%"
+            alone = "" if o.get("alone_ms") is None else f"{o['alone_ms']:.4f}"
+            chunk = "" if o.get("chunk") is None else str(o["chunk"])
             out.append(f"| {o['index']} | {o['type']} | {', '.join(o['input_dtypes'])} | "
-                       f"{', '.join(o['output_dtypes'])} | {ms} | {share} |")
+                       f"{', '.join(o['output_dtypes'])} | {ms} | {share} | {alone} | {chunk} |")
     return "\n".join(out) + "\n"
 
 
