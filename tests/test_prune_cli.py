@@ -1,0 +1,87 @@
+"""`tfspeed prune` end to end on a tiny BERT fine-tuned on the toy sentiment set: metrics.json with accuracy and
+sparsity, a model directory that loads, structured pruning through the CLI, and `ERROR:` exits for bad input."""
+
+import json
+
+import pytest
+
+from tfspeed import artifacts
+from tfspeed.cli import main
+from tfspeed.compat import keras
+from tfspeed.compress.prune_cli import parse_structured
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_config, vocab_file, sentiment_csv, tmp_path_factory):
+    from tfspeed.data import EncodedSplit, Tokenizer, from_file
+    from tfspeed.models import build_classifier
+    from tfspeed.train import accuracy, fit_classifier
+
+    data = from_file(sentiment_csv)
+    tokenizer = Tokenizer(vocab_file, seq_length=16)
+    train, test = (EncodedSplit.from_split(s, tokenizer) for s in (data.train, data.test))
+    keras.utils.set_random_seed(1)
+    model = build_classifier(tiny_config)
+    fit_classifier(model, train, epochs=6, batch_size=16, learning_rate=3e-3, verbose=0)
+    assert accuracy(model, test) >= 0.9  # the toy set is learnable; the pruning checks below need a real model
+    out = tmp_path_factory.mktemp("prune_cli") / "finetuned"
+    artifacts.save_model_dir(model, out, artifacts.ModelInfo(seq_length=16, label_names=list(data.label_names),
+                                                             base="tiny", stage="finetune", vocab_path=str(vocab_file)))
+    return out
+
+
+def _run(args, capsys):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_prune_unstructured(model_dir, sentiment_csv, tmp_path, capsys):
+    out = tmp_path / "pruned"
+    code, stdout, _ = _run(["prune", str(model_dir), "--sparsity", "0.5", "--schedule", "polynomial", "--data",
+                            str(sentiment_csv), "--epochs", "2", "--learning-rate", "1e-3", "--out", str(out)], capsys)
+    assert code == 0 and "Wrote" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["sparsity"] >= 0.495
+    assert metrics["accuracy"] >= metrics["dense_accuracy"] - 0.05
+    assert metrics["report"]["tflite"]["dynamic"]["gzip_bytes"] > 0
+    model, info = artifacts.load_model_dir(out)  # stripped: loads without prune_scope
+    assert info.stage == "prune" and (out / "encoder" / "saved_model.pb").is_file()
+    from tfspeed.compress.prune import sparsity_report
+
+    assert sparsity_report(model, tflite=False)["sparsity"] >= 0.495
+
+
+def test_prune_structured(model_dir, sentiment_csv, tmp_path, capsys):
+    out = tmp_path / "structured"
+    code, _, _ = _run(["prune", str(model_dir), "--structured", "heads=0.5,ffn=0.5", "--data", str(sentiment_csv),
+                       "--epochs", "1", "--learning-rate", "1e-3", "--skip-tflite-report", "--out", str(out)], capsys)
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"accuracy", "sparsity"} <= set(metrics)
+    assert metrics["structured"]["params_after"] < metrics["structured"]["params_before"]
+    assert metrics["accuracy"] >= metrics["dense_accuracy"] - 0.1
+    model, info = artifacts.load_model_dir(out)
+    from tfspeed.models import config_of
+
+    assert sum(config_of(model).layer_num_heads) == 4 and info.stage == "prune-structured"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--sparsity", "1.0"], "Received: sparsity=1.0"),
+    (["--m-by-n", "4:2"], "Received: m_by_n=(4, 2)"),
+    (["--layers", "layer_7_query", "--sparsity", "0.5"], "no layer named ['layer_7_query']"),
+])
+def test_bad_input_exits_with_error(model_dir, sentiment_csv, tmp_path, capsys, extra, message):
+    code, _, err = _run(["prune", str(model_dir), "--data", str(sentiment_csv), "--epochs", "1",
+                         "--skip-tflite-report", "--out", str(tmp_path / "x"), *extra], capsys)
+    assert code == 1 and err.startswith("ERROR:") and message in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_parse_structured():
+    assert parse_structured("heads=0.5,ffn=0.25") == {"heads": 0.5, "ffn": 0.25}
+    assert parse_structured("layers=4+5") == {"layers": [4, 5]}
+    assert parse_structured("layers=0.5") == {"layers": 0.5}
+    with pytest.raises(ValueError, match="keys \\('heads', 'ffn', 'layers'\\)"):
+        parse_structured("attention=0.5")
