@@ -6,6 +6,8 @@ import dataclasses
 import json
 from typing import Optional, Sequence
 
+from tfspeed import _checks
+
 _ACTIVATIONS = ("gelu", "relu")
 
 
@@ -51,17 +53,9 @@ class BertConfig:
     layer_intermediate_sizes: Optional[Sequence[int]] = None
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions",
-                     "type_vocab_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Received an invalid value for `{name}`, expected a positive integer. "
-                                 f"Received: {name}={value!r}")
-        for name in ("dropout", "attention_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= float(value) < 1.0:
-                raise ValueError(f"Received an invalid value for `{name}`, expected a float in [0, 1). "
-                                 f"Received: {name}={value!r}")
+        _checks.fields(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                              "max_positions", "type_vocab_size"), _checks.positive_int)
+        _checks.fields(self, ("dropout", "attention_dropout"), _checks.fraction)
         if self.activation not in _ACTIVATIONS:
             raise ValueError(f"Received an invalid value for `activation`, expected one of {_ACTIVATIONS}. "
                              f"Received: activation={self.activation!r}")

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from tfspeed import _checks
+
 STAGES = ("vocab", "distill", "prune", "qat")
 PRUNE_MODES = ("structured", "unstructured")
 
@@ -81,20 +83,10 @@ class RecipeConfig:
         if self.prune not in PRUNE_MODES:
             raise ValueError(f"Received an invalid value for `prune`, expected one of {list(PRUNE_MODES)}. "
                              f"Received: prune={self.prune!r}")
-        for name in ("seq_length", "teacher_epochs", "distill_epochs", "prune_epochs", "qat_epochs", "student_layers",
-                     "batch_size", "threads", "profile_runs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"Received an invalid value for `{name}`, expected a positive integer. "
-                                 f"Received: {name}={value!r}")
-        for name in ("heads", "ffn", "sparsity"):
-            value = getattr(self, name)
-            if not 0.0 <= float(value) < 1.0:
-                raise ValueError(f"Received an invalid value for `{name}`, expected a float in [0, 1). "
-                                 f"Received: {name}={value!r}")
-        if not 0.0 <= float(self.max_drop) < 1.0:
-            raise ValueError(f"Received an invalid value for `max_drop`, expected a fraction in [0, 1) (0.01 = one "
-                             f"point). Received: max_drop={self.max_drop!r}")
+        _checks.fields(self, ("seq_length", "teacher_epochs", "distill_epochs", "prune_epochs", "qat_epochs",
+                              "student_layers", "batch_size", "threads", "profile_runs"), _checks.positive_int)
+        _checks.fields(self, ("heads", "ffn", "sparsity"), _checks.fraction)
+        _checks.fraction("max_drop", self.max_drop, "a fraction in [0, 1) (0.01 = one point)")
         if self.strategy not in (None, "default", "mirrored", "multi-worker"):
             raise ValueError(f"Received an invalid value for `strategy`, expected 'mirrored' or 'multi-worker'. "
                              f"Received: strategy={self.strategy!r}")
