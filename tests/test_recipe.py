@@ -95,8 +95,10 @@ def test_optimize_end_to_end_and_resume(tiny_teacher_dir, sentiment_csv, tmp_pat
     report = json.loads((out / "report.json").read_text())
     names = [a["name"] for a in report["artifacts"]]
     assert names[0] == report["baseline"] == "teacher-tf-float32"
-    assert {"teacher-float32", "teacher-float16", "teacher-dynamic", "teacher-int8-ptq", "01-vocab-dynamic",
+    assert {"teacher-float32", "teacher-float16", "teacher-dynamic", "01-vocab-dynamic",
             "02-distill-dynamic"} <= set(names)
+    # the int8 artifact exists when some int8 configuration kept the accuracy; otherwise what was tried is kept
+    assert "teacher-int8-ptq" in names or (out / "export" / "teacher-int8-ptq.budget.json").is_file()
     for a in report["artifacts"]:
         assert {"name", "path", "accuracy", "size_bytes", "gzip_bytes", "latency_ms_median"} <= set(a)
         assert 0.0 <= a["accuracy"] <= 1.0 and a["latency_ms_median"] > 0

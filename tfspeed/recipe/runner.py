@@ -17,6 +17,8 @@ from tfspeed.recipe import stages
 from tfspeed.recipe.config import RecipeConfig
 
 CONFIG_FILE = "recipe.json"
+# The post-training int8 artifact: the int8 family only, most integer first, the first within the budget is kept.
+INT8_CANDIDATES = ("int8", "int8-mixed", "int8-mixed+bmm", "int8-fc", "int8-attn-fc")
 
 
 def _tree_sizes(path: Path) -> tuple:
@@ -122,7 +124,10 @@ class Optimizer:
             path = folder / f"{name}.tflite"
             meta = folder / f"{name}.json"
             if not meta.is_file():
-                data, more = make()
+                made = make()
+                if made is None:
+                    return
+                data, more = made
                 _io.write_bytes(path, data, overwrite=True)
                 split = ctx.encoded(artifacts.load_info(source_dir).vocab_path).test
                 logits = export.evaluate(data, split)
@@ -139,11 +144,18 @@ class Optimizer:
                stage="teacher", mode="dynamic")
 
         def budget():
-            data, rec = export.export_within_budget(model, ctx.encoded(info.vocab_path).validation, max_drop=c.max_drop,
-                                                    calibration=ctx.encoded(info.vocab_path).train.features,
-                                                    seq_length=c.seq_length)
-            chosen = rec.to_dict() if hasattr(rec, "to_dict") else {}
-            return data, {"budget": _brief_budget(chosen)}
+            encoded = ctx.encoded(info.vocab_path)
+            try:
+                data, rec = export.export_within_budget(model, encoded.validation, max_drop=c.max_drop,
+                                                        calibration=encoded.train.features,
+                                                        candidates=INT8_CANDIDATES, order="known",
+                                                        seq_length=c.seq_length)
+            except export.BudgetError as e:
+                self.log(f"    no int8 configuration within {100 * c.max_drop:.1f} points: {e}")
+                _io.write_json(folder / "teacher-int8-ptq.budget.json", e.record.to_dict(), overwrite=True)
+                return None
+            self.log(rec.to_table())
+            return data, {"budget": _brief_budget(rec.to_dict())}
 
         tflite("teacher-int8-ptq", budget, teacher_dir, stage="teacher", mode="int8 within budget")
         for name, folder_ in chain:
@@ -185,11 +197,10 @@ def _file_sizes(path) -> tuple:
 
 
 def _brief_budget(record: dict) -> dict:
-    keep = ("chosen", "baseline_accuracy", "max_drop", "order")
-    brief = {k: record[k] for k in keep if k in record}
-    if "tried" in record:
-        brief["tried"] = [{k: t.get(k) for k in ("name", "accuracy", "within_budget", "size_bytes", "float_ops",
-                                                  "latency_ms") if k in t} for t in record["tried"]]
+    """What the accuracy budget tried, without the per-candidate details the export report keeps."""
+    brief = {k: record.get(k) for k in ("chosen", "baseline_accuracy", "max_drop", "order")}
+    brief["tried"] = [{k: t.get(k) for k in ("name", "status", "accuracy", "drop", "size_bytes", "fell_back")}
+                      for t in record.get("tried", [])]
     return brief
 
 
