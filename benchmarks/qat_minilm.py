@@ -81,6 +81,9 @@ def main(argv=None):
     p.add_argument("--runs", type=int, default=100, help="timed runs per model and thread count")
     p.add_argument("--work", default="/work/runs/qat_minilm", help="where the QAT model and .tflite files go")
     p.add_argument("--limit", type=int, default=None, help="training examples (quick runs)")
+    p.add_argument("--float-outputs", default="",
+                   help="comma-separated layer-name regexes kept float (`tfspeed qat --float-outputs`); 'outliers' = "
+                        "the FFN output projections (default: none, every matmul int8)")
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -100,11 +103,16 @@ def main(argv=None):
                "float_keras_accuracy": float(np.mean(teacher_logits.argmax(-1) == test.labels))}
     log(f"float teacher (Keras) accuracy {results['float_keras_accuracy']:.4f}")
 
-    log(f"QAT fine-tuning: {args.epochs} epoch(s), lr {args.learning_rate}")
+    from tfspeed.compress.qat_cli import _float_outputs
+
+    float_outputs = _float_outputs(args.float_outputs)
+    results["float_outputs"] = list(float_outputs)
+    log(f"QAT fine-tuning: {args.epochs} epoch(s), lr {args.learning_rate}, float outputs {list(float_outputs)}")
     t = time.perf_counter()
     qat_model, history = qat.qat_fit(teacher, encoded.train, encoded.validation, epochs=args.epochs,
                                      batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                     callbacks=[Progress()], verbose=0, calibration_batches=8)
+                                     callbacks=[Progress()], verbose=0, calibration_batches=8,
+                                     float_outputs=float_outputs)
     results["qat_train_seconds"] = time.perf_counter() - t
     results["qat_history"] = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     qat_logits = predict_logits(qat_model, test)

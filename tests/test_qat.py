@@ -62,10 +62,16 @@ def test_quantize_wraps_every_dense_and_the_attention_layers_only(float_model):
     for i in range(CONFIG.num_layers):
         for part in ("scores", "softmax", "context", "attention_layer_norm", "output_layer_norm"):
             assert isinstance(wrapped[f"layer_{i}_{part}"].quantize_config, qat.OutputQuantizeConfig)
-    # int32 paths are never fake-quantized, and the additive mask stays float
-    for name in ("word_embeddings", "type_embeddings", "position_embedding", "attention_mask"):
+    # int32 paths are never fake-quantized (only the embedding tables are), and the additive mask stays float
+    for name in ("position_embedding", "attention_mask"):
         assert name not in wrapped
+    for name in ("word_embeddings", "type_embeddings"):
+        assert isinstance(wrapped[name].quantize_config, qat.EmbeddingQuantizeConfig)
     assert not any(type(l).__name__ == "QuantizeLayer" for l in q.layers)
+    # the residual stream stays float: TFMOT would otherwise give each Add feeding a LayerNorm its own output range
+    adds = [l.name for l in float_model.layers if isinstance(l, keras.layers.Add)]
+    assert len(adds) == 2 * CONFIG.num_layers + 1
+    assert all(isinstance(wrapped[name].quantize_config, qat.FloatQuantizeConfig) for name in adds)
     # a new model: the caller's is untouched
     assert not any(hasattr(l, "quantize_config") for l in float_model.layers)
     assert all(np.array_equal(a, b) for a, b in zip(before, float_model.get_weights()))
@@ -77,6 +83,7 @@ def test_qat_tflite_is_all_int8_and_agrees_with_keras(qat_model, qat_tflite, toy
     counts = export.op_histogram(qat_tflite)["int8"]
     assert counts["FULLY_CONNECTED"]["total"] == 6 * CONFIG.num_layers + 2
     assert counts["BATCH_MATMUL"]["total"] == 2 * CONFIG.num_layers
+    _assert_residual_float_and_tables_int8(qat_tflite)
     test = toy[1]
     keras_logits = predict_logits(qat_model, test)
     lite_logits = export.evaluate(qat_tflite, test)
@@ -85,6 +92,64 @@ def test_qat_tflite_is_all_int8_and_agrees_with_keras(qat_model, qat_tflite, toy
     spread = float(keras_logits.max() - keras_logits.min())
     assert np.abs(keras_logits - lite_logits).mean() <= 0.05 * spread
     assert np.mean(lite_logits.argmax(-1) == test.labels) >= 0.9
+
+
+def _op_tensors(tflite):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=tflite)
+    details = {t["index"]: t for t in interpreter.get_tensor_details()}
+    return [(op["op_name"], [details[i] for i in op["inputs"] if i >= 0], [details[i] for i in op["outputs"]])
+            for op in interpreter._get_ops_details()]  # pylint: disable=protected-access
+
+
+def _assert_residual_float_and_tables_int8(tflite):
+    ops = _op_tensors(tflite)
+    # LayerNorm statistics and residual sums in float: an int8 MEAN rounds the mean to the residual's (coarse) step,
+    # which the Keras fake-quant graph does not do (MiniLM: Keras-vs-file agreement 0.89)
+    assert [op for op, ins, _ in ops if op in ("MEAN", "ADD") and ins[0]["dtype"] != np.float32] == []
+    tables = [ins[0] for op, ins, _ in ops if op == "GATHER"]
+    assert len(tables) == 2 and all(t["dtype"] == np.int8 for t in tables)  # word and type tables stored int8
+
+
+def test_agrees_with_keras_on_padded_inputs_with_a_residual_outlier(float_model, toy):
+    """A BERT-like outlier dimension in the residual stream (one channel ~25x the others, as MiniLM's FFN outputs);
+    the file must compute what Keras simulated, padding included."""
+    model = keras.models.clone_model(float_model)
+    model.set_weights(float_model.get_weights())
+    for i in range(CONFIG.num_layers):
+        layer = model.get_layer(f"layer_{i}_output")
+        kernel, bias = layer.get_weights()
+        bias[3] += 25.0
+        layer.set_weights([kernel, bias])
+    test = toy[1]
+    assert test.features["input_mask"].mean() < 0.8  # real padding in the examples
+    q = qat.quantize(model)
+    qat.calibrate(q, toy[0], num_batches=4, batch_size=16)
+    tflite = qat.to_tflite(q, SEQ)
+    _assert_residual_float_and_tables_int8(tflite)
+    keras_logits, lite_logits = predict_logits(q, test), export.evaluate(tflite, test)
+    assert np.mean(keras_logits.argmax(-1) == lite_logits.argmax(-1)) >= 0.97
+    spread = float(keras_logits.max() - keras_logits.min())
+    assert np.abs(keras_logits - lite_logits).mean() <= 0.02 * spread
+
+
+def test_float_outputs_keep_the_ffn_output_projections_float(float_model, toy):
+    q = qat.quantize(float_model, float_outputs=qat.OUTLIER_OUTPUTS)
+    wrapped = _wrapped(q)
+    for i in range(CONFIG.num_layers):
+        assert wrapped[f"layer_{i}_output"].quantize_config.activation_attrs == []  # no output range
+        assert wrapped[f"layer_{i}_intermediate"].quantize_config.activation_attrs == ["activation"]
+    qat.calibrate(q, toy[0], num_batches=2, batch_size=16)
+    tflite = qat.to_tflite(q, SEQ)
+    counts = export.op_histogram(tflite)["int8"]
+    assert counts["FULLY_CONNECTED"]["int8"] == counts["FULLY_CONNECTED"]["total"] - CONFIG.num_layers
+    assert counts["BATCH_MATMUL"]["int8"] == counts["BATCH_MATMUL"]["total"]
+    test = _head(toy[1], 40)
+    agree = np.mean(predict_logits(q, test).argmax(-1) == export.evaluate(tflite, test).argmax(-1))
+    assert agree >= 0.97
+    with pytest.raises(ValueError, match="float_outputs='layer_0_output'"):
+        qat.quantize(float_model, float_outputs="layer_0_output")
 
 
 def test_calibrate_replaces_tfmot_initial_ranges_with_the_data_ranges(float_model, toy):
@@ -137,6 +202,13 @@ def test_quantize_configs_round_trip():
         qat.RangeQuantizer(ema_decay=1.0)
     with pytest.raises(ValueError, match="num_bits=9"):
         qat.OutputQuantizeConfig(num_bits=9)
+    embedding = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(
+        qat.EmbeddingQuantizeConfig(num_bits=6)))
+    assert embedding == qat.EmbeddingQuantizeConfig(num_bits=6)
+    assert keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(qat.FloatQuantizeConfig())) == \
+        qat.FloatQuantizeConfig()
+    with pytest.raises(ValueError, match="num_bits=1"):
+        qat.EmbeddingQuantizeConfig(num_bits=1)
     qat.OutputQuantizeConfig(num_bits=8)  # the upper limit itself is fine
 
 

@@ -7,13 +7,22 @@ math in small weightless layers, so QAT can be placed exactly:
 - every `Dense` gets TFMOT's default 8-bit scheme (per-tensor symmetric int8 kernel, output fake-quantized after
   the activation; GELU is fake-quantized before and after, tanh before),
 - `OutputQuantizeConfig` fake-quantizes the outputs of LayerNormalization, `QueryKeyProduct` (attention scores),
-  `MaskedSoftmax` (probabilities), `AttentionContext`, `FirstToken` and the residual `Add`s. With these ranges every
-  FULLY_CONNECTED and BATCH_MATMUL of the converted file has int8 inputs, weights and outputs,
+  `MaskedSoftmax` (probabilities), `AttentionContext` and `FirstToken`. With these ranges every FULLY_CONNECTED and
+  BATCH_MATMUL of the converted file has int8 inputs, weights and outputs,
+- the residual stream stays float (`FloatQuantizeConfig` on the embedding sum and the residual `Add`s, so TFMOT does
+  not give them its own output range): BERT residuals carry a few outlier channels in the hundreds, one per-tensor
+  int8 range there has a step of ~1, and TFLite then also computes the LayerNorm mean in int8 rounded to that step,
+  which the Keras graph does not simulate (MiniLM: Keras-vs-.tflite argmax agreement 0.89),
+- the word and type embedding tables are int8 (`EmbeddingQuantizeConfig`: the file stores int8 GATHER tables, ~4x
+  smaller); the token ids are never fake-quantized (TFMOT's FakeQuant after an int32 Input is not inserted),
 - all activation ranges come from `RangeQuantizer` (TFMOT's moving-average quantizer), and `calibrate` sets them from
   a few batches of real data before fitting: TFMOT's [-6, 6] start barely moves in a short fine-tune (EMA 0.999),
-- the embeddings, `AttentionMask` and the three int32 inputs are not annotated (a FakeQuant on int32 fails), and the
-  additive mask stays float: one int8 range for scores + (-10000) would wipe out the scores' resolution, so the
-  scale / mask / softmax arithmetic runs in float between a DEQUANTIZE and a QUANTIZE.
+- `AttentionMask` is not annotated and the additive mask stays float: one int8 range for scores + (-10000) would wipe
+  out the scores' resolution, so the scale / mask / softmax arithmetic runs in float between a DEQUANTIZE and a
+  QUANTIZE,
+- `float_outputs` (regular expressions on layer names) leaves chosen outputs float, their FULLY_CONNECTED /
+  BATCH_MATMUL then run in float: `OUTLIER_OUTPUTS` (the FFN down-projections, whose per-tensor output range is set
+  by MiniLM's outlier channels: step ~1.1 in layer 0) buys accuracy and Keras-vs-file agreement for 6 of 38 FCs.
 
 `quantize(model)` returns a new QAT classifier. Fit it with `fit` as usual (`qat_fit`, or
 `tfspeed.train.fit_classifier`; callbacks and `tf.distribute` work when `quantize` runs inside `strategy.scope()`),
@@ -53,10 +62,15 @@ def _default_8bit_registry():
 
 # Layers a tfspeed BERT classifier is made of, and what QAT does with each.
 _OUTPUT_QUANTIZED = (keras.layers.LayerNormalization, L.QueryKeyProduct, L.MaskedSoftmax, L.AttentionContext,
-                     L.FirstToken, keras.layers.Add)
-_LEFT_FLOAT = (keras.layers.InputLayer, keras.layers.Embedding, L.PositionEmbedding, L.AttentionMask,
-               keras.layers.Dropout)
-SUPPORTED_LAYERS = (keras.layers.Dense,) + _OUTPUT_QUANTIZED + _LEFT_FLOAT
+                     L.FirstToken)
+# The residual stream (embedding sum, residual Adds, LayerNorm inputs) stays float: BERT residuals carry a few outlier
+# dimensions in the hundreds, so one per-tensor int8 range there has a step of ~1 for values that are mostly ~1, and
+# TFLite then also computes the LayerNorm MEAN in int8 (rounded to that step), which the Keras fake-quant graph does
+# not do: measured on MiniLM, Keras-vs-.tflite argmax agreement 0.893 with the Adds quantized.
+_LEFT_FLOAT = (keras.layers.InputLayer, L.PositionEmbedding, L.AttentionMask, keras.layers.Dropout, keras.layers.Add)
+OUTLIER_OUTPUTS = (r"layer_\d+_output",)
+"""`float_outputs` for BERTs with outlier channels: the FFN output projections (`layer_<i>_output`) stay float."""
+SUPPORTED_LAYERS = (keras.layers.Dense, keras.layers.Embedding) + _OUTPUT_QUANTIZED + _LEFT_FLOAT
 """The layer classes `quantize` handles; any other layer is refused with the list of offenders."""
 
 
@@ -169,6 +183,75 @@ class SparsityPreservingQuantizer(_qk.quantizers.LastValueQuantizer):
 
 
 @_register
+class FloatQuantizeConfig(_qk.QuantizeConfig):
+    """Quantizes nothing: marks a layer as handled so TFMOT leaves it float.
+
+    Without it, `quantize_apply` gives an unannotated layer feeding an annotated one (a residual `Add` into its
+    LayerNormalization) TFMOT's own output quantization.
+    """
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {}
+
+    def __eq__(self, other):
+        return isinstance(other, FloatQuantizeConfig)
+
+
+@_register
+class EmbeddingQuantizeConfig(_qk.QuantizeConfig):
+    """Fake-quantizes an Embedding's table (per-tensor symmetric int8, TFLite's weight scheme), nothing else: the
+    converter then stores the table int8 and GATHER dequantizes the rows it looks up (the word table is most of a
+    small BERT's file). The int32 token ids and the gathered rows are not fake-quantized.
+
+    Args:
+        num_bits: Defaults to `8`.
+    """
+
+    def __init__(self, num_bits: int = 8):
+        if isinstance(num_bits, bool) or not isinstance(num_bits, int) or not 2 <= num_bits <= 8:
+            raise ValueError(f"Received an invalid value for `num_bits`, expected an integer in [2, 8]. "
+                             f"Received: num_bits={num_bits!r}")
+        self.num_bits = num_bits
+
+    def get_weights_and_quantizers(self, layer):
+        return [(layer.embeddings, _qk.quantizers.LastValueQuantizer(num_bits=self.num_bits, per_axis=False,
+                                                                      symmetric=True, narrow_range=True))]
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        layer.embeddings = quantize_weights[0]
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {"num_bits": self.num_bits}
+
+    def __eq__(self, other):
+        return isinstance(other, EmbeddingQuantizeConfig) and self.get_config() == other.get_config()
+
+
+@_register
 class DenseQuantizeConfig(_default_8bit_registry().Default8BitQuantizeConfig):
     """TFMOT's default 8-bit Dense config (per-tensor symmetric int8 kernel, output quantized after the activation),
     optionally with TFMOT's prune-preserving kernel quantizer, kept through `get_config` (TFMOT's own config forgets it,
@@ -202,6 +285,7 @@ def custom_objects() -> dict:
     objects = dict(base_objects())
     objects.update(_tfmot_objects())
     objects.update({"OutputQuantizeConfig": OutputQuantizeConfig, "DenseQuantizeConfig": DenseQuantizeConfig,
+                    "EmbeddingQuantizeConfig": EmbeddingQuantizeConfig, "FloatQuantizeConfig": FloatQuantizeConfig,
                     "RangeQuantizer": RangeQuantizer,
                     "SparsityPreservingQuantizer": SparsityPreservingQuantizer})
     return objects
@@ -317,18 +401,60 @@ def _check_model(model):
                          f"pooler_dense). Received: a model named {model.name!r}")
 
 
-def _annotator(preserve_sparsity: bool):
+def _annotator(preserve_sparsity: bool, quantize_embeddings: bool = True, float_outputs=()):
+    import re
+
+    patterns = [re.compile(p) for p in float_outputs]
+
     def annotate(layer):
         if isinstance(layer, keras.layers.Dense):
-            return _qk.quantize_annotate_layer(layer, DenseQuantizeConfig(preserve_sparsity=preserve_sparsity))
+            if any(p.fullmatch(layer.name) for p in patterns):
+                config = DenseQuantizeConfig(preserve_sparsity=preserve_sparsity, activation_attrs=[])
+            else:
+                config = DenseQuantizeConfig(preserve_sparsity=preserve_sparsity)
+            return _qk.quantize_annotate_layer(layer, config)
         if isinstance(layer, _OUTPUT_QUANTIZED):
+            if any(p.fullmatch(layer.name) for p in patterns):
+                return _qk.quantize_annotate_layer(layer, FloatQuantizeConfig())
             return _qk.quantize_annotate_layer(layer, OutputQuantizeConfig())
+        if isinstance(layer, keras.layers.Add):
+            return _qk.quantize_annotate_layer(layer, FloatQuantizeConfig())
+        if isinstance(layer, keras.layers.Embedding) and quantize_embeddings:
+            return _qk.quantize_annotate_layer(layer, EmbeddingQuantizeConfig())
         return layer
 
     return annotate
 
 
-def quantize(model: keras.Model, preserve_sparsity: bool = False) -> keras.Model:
+class _NoLayoutTransform:
+    """TFMOT's default 8-bit layout transform minus its first step, which puts a FakeQuant after every InputLayer
+    feeding an annotated layer (the int32 token ids into the quantized word Embedding: "FakeQuantWithMinMaxVars ...
+    int32"). Its other steps fuse Conv / BatchNorm / ReLU patterns a BERT does not have."""
+
+    def apply(self, model, layer_quantize_map):
+        from tensorflow_model_optimization.python.core.quantization.keras.graph_transformations import (
+            model_transformer)
+
+        return model_transformer.ModelTransformer(model, [], set(layer_quantize_map), layer_quantize_map).transform()
+
+
+def _scheme(preserve_sparsity: bool):
+    if preserve_sparsity:
+        from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
+            default_8bit_prune_preserve_quantize_scheme as pp)
+
+        base = pp.Default8BitPrunePreserveQuantizeScheme
+    else:
+        base = _qk.default_8bit.Default8BitQuantizeScheme
+
+    class Scheme(base):
+        def get_layout_transformer(self):
+            return _NoLayoutTransform()
+
+    return Scheme()
+
+
+def quantize(model: keras.Model, preserve_sparsity: bool = False, float_outputs=()) -> keras.Model:
     """A quantization-aware copy of a tfspeed BERT classifier (the caller's model is not changed).
 
     Every Dense is fake-quantized with TFMOT's default 8-bit config; the outputs of LayerNormalization, attention
@@ -340,6 +466,10 @@ def quantize(model: keras.Model, preserve_sparsity: bool = False) -> keras.Model
             or a classifier on a `hub.KerasLayer` encoder, which is first imported into the native encoder.
         preserve_sparsity: use TFMOT's prune-preserving 8-bit scheme, so the zeros of a pruned (and stripped) model
             stay zero through QAT and in the int8 file. Defaults to `False`.
+        float_outputs: regular expressions (full match) on layer names whose outputs are not fake-quantized: a Dense
+            keeps its int8 kernel simulation but its FULLY_CONNECTED runs float in the file; an attention layer's
+            BATCH_MATMUL likewise. `OUTLIER_OUTPUTS` keeps the FFN output projections float. Defaults to `()`
+            (every FULLY_CONNECTED and BATCH_MATMUL int8).
 
     Returns:
         A new functional model whose layers are `quant_*` wrappers; weights copied from `model`.
@@ -350,19 +480,16 @@ def quantize(model: keras.Model, preserve_sparsity: bool = False) -> keras.Model
     if not isinstance(preserve_sparsity, bool):
         raise ValueError(f"Received an invalid value for `preserve_sparsity`, expected a bool. "
                          f"Received: preserve_sparsity={preserve_sparsity!r}")
+    if isinstance(float_outputs, str) or not all(isinstance(p, str) for p in float_outputs):
+        raise ValueError(f"Received an invalid value for `float_outputs`, expected a list of regular expressions "
+                         f"(str). Received: float_outputs={float_outputs!r}")
     model = to_native(model) if _hub_layers(model) else model
     _check_model(model)
     with quantize_scope():
-        annotated = keras.models.clone_model(model, clone_function=_annotator(preserve_sparsity))
+        annotate = _annotator(preserve_sparsity, True, tuple(float_outputs))
+        annotated = keras.models.clone_model(model, clone_function=annotate)
         annotated.set_weights(model.get_weights())
-        if preserve_sparsity:
-            from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
-                default_8bit_prune_preserve_quantize_scheme as pp)
-
-            scheme = pp.Default8BitPrunePreserveQuantizeScheme()
-        else:
-            scheme = _qk.default_8bit.Default8BitQuantizeScheme()
-        applied = _qk.quantize_apply(annotated, scheme)
+        applied = _qk.quantize_apply(annotated, _scheme(preserve_sparsity))
         # `quantize_apply` builds the wrapped layers inside the wrappers' calls, so some inner weights are tracked by
         # the wrapper; a reloaded model tracks them on the inner layer and `.keras` loading fails ("expected 3
         # variables, received 5"). Rebuilding from the config gives the structure that loading produces.
@@ -430,7 +557,7 @@ def calibrate(qat_model: keras.Model, data, num_batches: int = 8, batch_size: in
 
 def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_size: int = 32,
             learning_rate: float = 2e-5, preserve_sparsity: bool = False, strategy=None, callbacks=(),
-            verbose="auto", calibration_batches: int = 8):
+            verbose="auto", calibration_batches: int = 8, float_outputs=()):
     """Quantizes `model` and fine-tunes the QAT copy with `fit`; returns `(qat_model, history)`.
 
     The copy is made inside `strategy.scope()`, so its variables (fake-quant ranges included) are distributed; its
@@ -443,6 +570,7 @@ def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_s
         learning_rate: peak AdamW rate (warm-up then linear decay): QAT starts from trained weights, so keep it low.
             Defaults to `2e-5`.
         preserve_sparsity: see `quantize`. Defaults to `False`.
+        float_outputs: see `quantize`. Defaults to `()`.
         strategy: a `tf.distribute.Strategy`. Defaults to the current (default) strategy.
         callbacks: Keras callbacks for `fit`. Defaults to `()`.
         calibration_batches: training batches that set the activation ranges before fitting (`calibrate`); `0`
@@ -452,7 +580,7 @@ def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_s
 
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        qat_model = quantize(model, preserve_sparsity=preserve_sparsity)
+        qat_model = quantize(model, preserve_sparsity=preserve_sparsity, float_outputs=float_outputs)
         if calibration_batches:
             calibrate(qat_model, train, num_batches=calibration_batches, batch_size=batch_size)
         history = fit_classifier(qat_model, train, validation, epochs=epochs, batch_size=batch_size,

@@ -1,7 +1,8 @@
 """`tfspeed qat MODEL --data rotten_tomatoes --epochs N --out DIR`: QAT fine-tuning of a whole BERT to an int8 .tflite.
 
 Writes a model directory: the QAT Keras model (`model.keras`, load it with `load_model_dir(DIR,
-scope=tfspeed.compress.qat.custom_objects())`), `model_int8.tflite` (every FULLY_CONNECTED / BATCH_MATMUL int8),
+scope=tfspeed.compress.qat.custom_objects())`), `model_int8.tflite` (every FULLY_CONNECTED / BATCH_MATMUL int8
+unless `--float-outputs`),
 `metrics.json` (`accuracy` of the Keras QAT model and `tflite_accuracy` of the file on the test split, the input
 model's `float_accuracy`, `argmax_agreement`, the int8 op counts, sizes), plus `vocab.txt`, `tfspeed.json`, `encoder/`.
 """
@@ -28,6 +29,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                                  "into the native encoder), or a preset / TF-Hub encoder handle")
     p.add_argument("--seq-length", type=int, default=None,
                    help="tokens per example for training and the .tflite (default: the model directory's, else 128)")
+    p.add_argument("--float-outputs", default="",
+                   help="comma-separated regular expressions on layer names whose outputs stay float (their "
+                        "FULLY_CONNECTED / BATCH_MATMUL run float); 'outliers' = the FFN output projections "
+                        r"(layer_\d+_output), which buys accuracy on BERTs with outlier channels (default: none, "
+                        "every matmul int8)")
     p.add_argument("--preserve-sparsity", action="store_true",
                    help="keep the zeros of a pruned model through QAT (prune-preserving 8-bit scheme)")
     _cli.add_data_args(p)
@@ -49,6 +55,13 @@ def _load_input(model_arg, num_classes: int):
         return model, info.vocab_path, info.seq_length, info.base, info.label_names
     model = hub.build_classifier_from(model_arg, num_classes=num_classes)
     return model, str(hub.vocab_path(model_arg)), None, str(model_arg), None
+
+
+def _float_outputs(text: str) -> tuple:
+    from tfspeed.compress.qat import OUTLIER_OUTPUTS
+
+    parts = [p.strip() for p in (text or "").split(",") if p.strip()]
+    return tuple(x for p in parts for x in (OUTLIER_OUTPUTS if p == "outliers" else (p,)))
 
 
 def run(args) -> int:
@@ -74,6 +87,7 @@ def run(args) -> int:
     qat_model, history = qat.qat_fit(model, encoded.train, encoded.validation, epochs=args.epochs,
                                      batch_size=args.batch_size, learning_rate=args.learning_rate,
                                      preserve_sparsity=args.preserve_sparsity,
+                                     float_outputs=_float_outputs(args.float_outputs),
                                      strategy=_cli.make_strategy(args.strategy), verbose=verbose)
     train_seconds = time.perf_counter() - start
     keras_logits = predict_logits(qat_model, encoded.test)
@@ -92,7 +106,8 @@ def run(args) -> int:
         "split": "test", "num_examples": len(labels), "validation_accuracy": accuracy(qat_model, encoded.validation),
         "dataset": dataset.name, "model": str(args.model), "seq_length": seq_length, "epochs": args.epochs,
         "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-        "preserve_sparsity": args.preserve_sparsity, "train_examples": len(encoded.train),
+        "preserve_sparsity": args.preserve_sparsity, "float_outputs": list(_float_outputs(args.float_outputs)),
+        "train_examples": len(encoded.train),
         "train_seconds": train_seconds, "tflite": TFLITE_NAME,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
     }
