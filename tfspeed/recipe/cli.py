@@ -68,7 +68,7 @@ def register(subparsers):
 
     demo = RecipeConfig(**DEMO)
     d = subparsers.add_parser("demo", help="the main job on the built-in default: MiniLM on Rotten Tomatoes, "
-                                           f"recipe {','.join(demo.recipe)}, about 25 minutes on 2 cores")
+                                           f"recipe {','.join(demo.recipe)}, about 30 minutes on 2 idle cores")
     _add_options(d, demo)
     d.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo; a rerun resumes it)")
     d.set_defaults(func=lambda a: _run(a, DEMO))
