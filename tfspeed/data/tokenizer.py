@@ -47,9 +47,11 @@ class Tokenizer(tf.Module):
         self.seq_length = seq_length
         self.cls_id, self.sep_id, self.pad_id = tokens.index("[CLS]"), tokens.index("[SEP]"), tokens.index("[PAD]")
         self.vocab_file = tf.saved_model.Asset(str(vocab_path))
+        # Built from the tokens read here, not from the file path: a table initialised from a file is shared by name
+        # with any other table of the same path in the process, which made a tokenizer see another's vocabulary.
         table = tf.lookup.StaticHashTable(
-            tf.lookup.TextFileInitializer(self.vocab_file, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
-                                          tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
+            tf.lookup.KeyValueTensorInitializer(tf.constant(tokens), tf.range(len(tokens), dtype=tf.int64)),
+            default_value=-1, experimental_is_anonymous=True)
         self._table = table
         self._wordpiece = text.BertTokenizer(table, lower_case=lower_case, token_out_type=tf.int64,
                                              unknown_token="[UNK]")
