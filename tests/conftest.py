@@ -1,14 +1,10 @@
 """Shared fixtures. Tests run on small random-weight BERTs; real-weight tests read the pinned MiniLM wheel."""
 
-import os
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from tfspeed.compat import tf  # first: the one place that selects Keras 2 before TensorFlow loads
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tfspeed.compat import tf  # noqa: E402
 from tfspeed.models import BertConfig  # noqa: E402
 
 # Two logical CPU devices, so tf.distribute.MirroredStrategy runs with two real replicas on this machine.
