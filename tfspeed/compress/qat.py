@@ -110,7 +110,37 @@ class RangeQuantizer(_qk.quantizers.MovingAverageQuantizer):
 
 
 @_register
-class OutputQuantizeConfig(_qk.QuantizeConfig):
+class FloatQuantizeConfig(_qk.QuantizeConfig):
+    """Quantizes nothing: marks a layer as handled so TFMOT leaves it float.
+
+    Without it, `quantize_apply` gives an unannotated layer feeding an annotated one (a residual `Add` into its
+    LayerNormalization) TFMOT's own output quantization.
+    """
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {}
+
+    def __eq__(self, other):
+        return type(other) is FloatQuantizeConfig
+
+
+@_register
+class OutputQuantizeConfig(FloatQuantizeConfig):
     """Fake-quantizes a layer's output only; its weights (if any) and internal math stay float.
 
     Used on LayerNormalization and the attention layers of a tfspeed BERT: the converter needs a range on each
@@ -127,18 +157,6 @@ class OutputQuantizeConfig(_qk.QuantizeConfig):
             raise ValueError(f"Received an invalid value for `num_bits`, expected an integer in [2, 8]. "
                              f"Received: num_bits={num_bits!r}")
         self.num_bits, self.symmetric = num_bits, bool(symmetric)
-
-    def get_weights_and_quantizers(self, layer):
-        return []
-
-    def get_activations_and_quantizers(self, layer):
-        return []
-
-    def set_quantize_weights(self, layer, quantize_weights):
-        pass
-
-    def set_quantize_activations(self, layer, quantize_activations):
-        pass
 
     def get_output_quantizers(self, layer):
         return [RangeQuantizer(num_bits=self.num_bits, symmetric=self.symmetric)]
@@ -180,36 +198,6 @@ class SparsityPreservingQuantizer(_qk.quantizers.LastValueQuantizer):
 
     def __call__(self, inputs, training, weights, **kwargs):
         return super().__call__(inputs * weights["sparsity_mask"], training, weights, **kwargs)
-
-
-@_register
-class FloatQuantizeConfig(_qk.QuantizeConfig):
-    """Quantizes nothing: marks a layer as handled so TFMOT leaves it float.
-
-    Without it, `quantize_apply` gives an unannotated layer feeding an annotated one (a residual `Add` into its
-    LayerNormalization) TFMOT's own output quantization.
-    """
-
-    def get_weights_and_quantizers(self, layer):
-        return []
-
-    def get_activations_and_quantizers(self, layer):
-        return []
-
-    def set_quantize_weights(self, layer, quantize_weights):
-        pass
-
-    def set_quantize_activations(self, layer, quantize_activations):
-        pass
-
-    def get_output_quantizers(self, layer):
-        return []
-
-    def get_config(self):
-        return {}
-
-    def __eq__(self, other):
-        return isinstance(other, FloatQuantizeConfig)
 
 
 @_register
