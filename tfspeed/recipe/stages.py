@@ -54,7 +54,6 @@ def _info(source: artifacts.ModelInfo, stage: str, vocab_path=None, **extra) -> 
 
 def teacher(ctx: Context, out: Path) -> dict:
     """Fine-tunes `config.model` on the data into `out`."""
-    from tfspeed.data import TextDataset  # noqa: F401
     from tfspeed.train import finetune
 
     c = ctx.config
