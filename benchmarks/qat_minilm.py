@@ -84,6 +84,8 @@ def main(argv=None):
     p.add_argument("--float-outputs", default="",
                    help="comma-separated layer-name regexes kept float (`tfspeed qat --float-outputs`); 'outliers' = "
                         "the FFN output projections (default: none, every matmul int8)")
+    p.add_argument("--outlier-channels", choices=("auto", "none"), default="auto",
+                   help="`tfspeed qat --outlier-channels` (default: auto)")
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -112,7 +114,10 @@ def main(argv=None):
     qat_model, history = qat.qat_fit(teacher, encoded.train, encoded.validation, epochs=args.epochs,
                                      batch_size=args.batch_size, learning_rate=args.learning_rate,
                                      callbacks=[Progress()], verbose=0, calibration_batches=8,
-                                     float_outputs=float_outputs)
+                                     float_outputs=float_outputs,
+                                     outlier_channels=None if args.outlier_channels == "none" else "auto")
+    results["outlier_channels"] = qat.split_of(qat_model)
+    log(f"outlier channels computed apart: {results['outlier_channels']}")
     results["qat_train_seconds"] = time.perf_counter() - t
     results["qat_history"] = {k: [float(v) for v in vs] for k, vs in history.history.items()}
     qat_logits = predict_logits(qat_model, test)

@@ -81,7 +81,8 @@ def test_qat_tflite_is_all_int8_and_agrees_with_keras(qat_model, qat_tflite, toy
     fractions = qat.int8_fractions(qat_tflite)
     assert fractions == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
     counts = export.op_histogram(qat_tflite)["int8"]
-    assert counts["FULLY_CONNECTED"]["total"] == 6 * CONFIG.num_layers + 2
+    split = qat.split_of(qat_model)  # qat_fit computes outlier channels apart when the data shows some
+    assert counts["FULLY_CONNECTED"]["total"] == 6 * CONFIG.num_layers + 2 + 2 * len(split)
     assert counts["BATCH_MATMUL"]["total"] == 2 * CONFIG.num_layers
     _assert_residual_float_and_tables_int8(qat_tflite)
     test = toy[1]
@@ -132,6 +133,63 @@ def test_agrees_with_keras_on_padded_inputs_with_a_residual_outlier(float_model,
     assert np.mean(keras_logits.argmax(-1) == lite_logits.argmax(-1)) >= 0.97
     spread = float(keras_logits.max() - keras_logits.min())
     assert np.abs(keras_logits - lite_logits).mean() <= 0.02 * spread
+
+
+def _with_outlier(float_model, channel=3, shift=25.0):
+    model = keras.models.clone_model(float_model)
+    model.set_weights(float_model.get_weights())
+    for i in range(CONFIG.num_layers):
+        layer = model.get_layer(f"layer_{i}_output")
+        kernel, bias = layer.get_weights()
+        bias[channel] += shift
+        layer.set_weights([kernel, bias])
+    return model
+
+
+def test_outlier_channels_get_their_own_int8_fully_connected(float_model, toy, tmp_path):
+    """MiniLM's FFN outputs carry a channel ~100x the others: split apart, the other channels keep a fine int8 step,
+    every FULLY_CONNECTED stays int8 and the file still computes what Keras simulated."""
+    model = _with_outlier(float_model)
+    found = qat.find_outlier_channels(model, toy[0], batch_size=16)
+    assert found == {f"layer_{i}_output": [3] for i in range(CONFIG.num_layers)}
+    split = qat.split_channels(model, found)
+    x, _ = toy[1].batch(np.arange(8))
+    np.testing.assert_allclose(split(x).numpy(), model(x).numpy(), atol=1e-5)  # the same function in float
+    assert qat.split_of(split) == found
+
+    q = qat.quantize(model, outlier_channels=found)
+    qat.calibrate(q, toy[0], num_batches=4, batch_size=16)
+    tflite = qat.to_tflite(q, SEQ)
+    assert qat.int8_fractions(tflite) == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
+    assert export.op_histogram(tflite)["int8"]["FULLY_CONNECTED"]["total"] == 8 * CONFIG.num_layers + 2
+    fc_scales = {t["name"]: t["quantization"][0] for op, _, outs in _op_tensors(tflite) if op == "FULLY_CONNECTED"
+                 for t in outs}
+    normal = [v for k, v in fc_scales.items() if "layer_0_output/" in k]
+    outlier = [v for k, v in fc_scales.items() if "layer_0_output_outliers/" in k]
+    assert normal and outlier and normal[0] < outlier[0] / 5  # the ordinary channels are not rounded to the outlier's step
+    test = toy[1]
+    keras_logits, lite_logits = predict_logits(q, test), export.evaluate(tflite, test)
+    assert np.mean(keras_logits.argmax(-1) == lite_logits.argmax(-1)) >= 0.97
+
+    # the split-off columns stay zero while fitting, and the split survives a reload
+    fit_classifier(q, _head(toy[0], 32), epochs=1, batch_size=16, learning_rate=1e-3, verbose=0)
+    kernel = [w for w in q.get_layer("quant_layer_0_output").weights if w.name.split("/")[-1] == "kernel:0"][0].numpy()
+    assert np.all(kernel[:, 3] == 0)
+    path = tmp_path / "split.keras"
+    q.save(path)
+    with qat.quantize_scope():
+        reloaded = keras.models.load_model(path)
+    assert qat.split_of(reloaded) == found
+    np.testing.assert_allclose(reloaded(x).numpy(), q(x).numpy(), atol=1e-5)
+
+
+def test_split_channels_refuses_bad_channels(float_model):
+    with pytest.raises(ValueError, match="'layer_0_softmax' is not a Dense layer"):
+        qat.split_channels(float_model, {"layer_0_softmax": [1]})
+    with pytest.raises(ValueError, match=r"channels\['layer_0_output'\].*\[0, 32\)"):
+        qat.split_channels(float_model, {"layer_0_output": [40]})
+    with pytest.raises(ValueError, match="ratio"):
+        qat.find_outlier_channels(float_model, None, ratio=0.5)
 
 
 def test_float_outputs_keep_the_ffn_output_projections_float(float_model, toy):

@@ -274,7 +274,7 @@ def custom_objects() -> dict:
     objects.update(_tfmot_objects())
     objects.update({"OutputQuantizeConfig": OutputQuantizeConfig, "DenseQuantizeConfig": DenseQuantizeConfig,
                     "EmbeddingQuantizeConfig": EmbeddingQuantizeConfig, "FloatQuantizeConfig": FloatQuantizeConfig,
-                    "RangeQuantizer": RangeQuantizer,
+                    "RangeQuantizer": RangeQuantizer, "ZeroChannels": ZeroChannels,
                     "SparsityPreservingQuantizer": SparsityPreservingQuantizer})
     return objects
 
@@ -389,6 +389,150 @@ def _check_model(model):
                          f"pooler_dense). Received: a model named {model.name!r}")
 
 
+# === Outlier channels ===
+
+def find_outlier_channels(model: keras.Model, data, layers=OUTLIER_OUTPUTS, ratio: float = 6.0, max_channels: int = 16,
+                          num_batches: int = 4, batch_size: int = 32) -> dict:
+    """`{Dense name: [output channels]}`: the channels whose largest |output| on real tokens is above `ratio` x the
+    median channel's, for the Dense layers of `model` whose names match `layers`.
+
+    BERT residual streams carry a few such channels (MiniLM: channel 99 of the FFN output reaches ~200 where the
+    median channel stays below 1.5): one per-tensor int8 range for the whole output then rounds every ordinary
+    channel to a step of ~1. `quantize(..., outlier_channels=...)` computes them in a FULLY_CONNECTED of their own.
+
+    Args:
+        model: a float tfspeed BERT classifier.
+        data: an `EncodedSplit` (e.g. the training split); padding tokens are ignored.
+        layers: regular expressions (full match) on Dense names. Defaults to `OUTLIER_OUTPUTS` (FFN outputs).
+        ratio: Defaults to `6.0`. max_channels: at most this many per layer (largest first). Defaults to `16`.
+        num_batches, batch_size: how much data. Default `4` batches of `32`.
+    """
+    import re
+
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 1:
+        raise ValueError(f"Received an invalid value for `ratio`, expected a number > 1. Received: ratio={ratio!r}")
+    if isinstance(max_channels, bool) or not isinstance(max_channels, int) or max_channels < 1:
+        raise ValueError(f"Received an invalid value for `max_channels`, expected a positive integer. "
+                         f"Received: max_channels={max_channels!r}")
+    if not hasattr(data, "batch_indices"):
+        raise ValueError(f"Expected an `EncodedSplit` for `data`. Received: {type(data).__name__}")
+    patterns = [re.compile(p) for p in ([layers] if isinstance(layers, str) else layers)]
+    dense = [l for l in model.layers if isinstance(l, keras.layers.Dense) and any(p.fullmatch(l.name) for p in patterns)]
+    if not dense:
+        raise ValueError(f"No Dense layer of `model` matches `layers`={layers!r}.")
+    probe = keras.Model(model.inputs, [l.output for l in dense])
+    absmax = [np.zeros(int(l.units)) for l in dense]
+    for idx in data.batch_indices(batch_size, shuffle=True, rng=np.random.default_rng(0))[:num_batches]:
+        x, _ = data.batch(idx)
+        outputs = probe(x, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        real = np.asarray(x["input_mask"]).astype(bool)
+        for k, out in enumerate(outputs):
+            absmax[k] = np.maximum(absmax[k], np.abs(np.asarray(out)[real]).max(axis=0))
+    found = {}
+    for layer, m in zip(dense, absmax):
+        channels = [int(c) for c in np.argsort(-m)[:max_channels] if m[c] > ratio * np.median(m)]
+        if channels:
+            found[layer.name] = sorted(channels)
+    return found
+
+
+@_register
+class ZeroChannels(keras.constraints.Constraint):
+    """Keeps the given channels (last axis) of a weight at zero through training."""
+
+    def __init__(self, channels):
+        self.channels = sorted(int(c) for c in channels)
+
+    def __call__(self, w):
+        keep = np.ones(int(w.shape[-1]), dtype=np.float32)
+        keep[self.channels] = 0.0
+        return w * tf.constant(keep, dtype=w.dtype)
+
+    def get_config(self):
+        return {"channels": list(self.channels)}
+
+
+def split_channels(model: keras.Model, channels: dict) -> keras.Model:
+    """A copy of `model` in which the given output channels of a Dense are computed apart, so that once quantized
+    they get an int8 range of their own and the other channels keep theirs (the same function in float).
+
+    Each Dense `<name>` named in `channels` becomes three Dense and an Add, all FULLY_CONNECTED / ADD in TFLite:
+    `<name>` (the same kernel with the picked columns held at zero by `ZeroChannels`), `<name>_outliers` (the picked
+    columns only), `<name>_place` (a fixed one-hot [k, units] kernel, exact in int8, putting them back in place) and
+    `<name>_merge` (float Add of the two). A CONCATENATION / GATHER merge would not do: the converter gives those ops one
+    int8 scale for all channels again.
+
+    Args:
+        model: a float functional model (a tfspeed BERT classifier).
+        channels: `{Dense name: [output channel indices]}`, e.g. from `find_outlier_channels`.
+    """
+    if not isinstance(channels, dict):
+        raise ValueError(f"Received an invalid value for `channels`, expected a dict {{Dense name: [channels]}}. "
+                         f"Received: channels={channels!r}")
+    config = model.get_config()
+    by_name = {l["name"]: l for l in config["layers"]}
+    renamed, added = {}, {}
+    for name, picked in channels.items():
+        layer = by_name.get(name)
+        if layer is None or layer["class_name"] != "Dense":
+            dense = [l["name"] for l in config["layers"] if l["class_name"] == "Dense"]
+            raise ValueError(f"Received an invalid value for `channels`: {name!r} is not a Dense layer of `model`. "
+                             f"Dense layers: {dense[:6]}...")
+        units = int(layer["config"]["units"])
+        picked = sorted({int(c) for c in picked})
+        if not picked or picked[0] < 0 or picked[-1] >= units or len(picked) == units:
+            raise ValueError(f"Received an invalid value for `channels[{name!r}]`, expected a non-empty list of channels "
+                             f"in [0, {units}) that leaves some out. Received: {channels[name]!r}")
+        base = {k: v for k, v in layer["config"].items() if k != "name"}
+        dtype = base.get("dtype", "float32")
+        outliers = {"class_name": "Dense", "name": f"{name}_outliers", "inbound_nodes": layer["inbound_nodes"],
+                    "config": {**base, "name": f"{name}_outliers", "units": len(picked)}}
+        place = {"class_name": "Dense", "name": f"{name}_place", "inbound_nodes": [[[f"{name}_outliers", 0, 0, {}]]],
+                 "config": {"name": f"{name}_place", "units": units, "use_bias": False, "trainable": False,
+                            "dtype": dtype}}
+        merge = {"class_name": "Add", "name": f"{name}_merge",
+                 "inbound_nodes": [[[name, 0, 0, {}], [f"{name}_place", 0, 0, {}]]],
+                 "config": {"name": f"{name}_merge", "trainable": True, "dtype": dtype}}
+        zero = keras.constraints.serialize(ZeroChannels(picked))
+        layer["config"] = {**layer["config"], "kernel_constraint": zero,
+                           "bias_constraint": zero if base.get("use_bias", True) else None}
+        renamed[name], added[name] = f"{name}_merge", ([outliers, place, merge], picked)
+
+    for layer in config["layers"]:
+        if layer["name"] not in renamed:
+            layer["inbound_nodes"] = [[[renamed.get(t[0], t[0]), *t[1:]] for t in node]
+                                      for node in layer["inbound_nodes"]]
+    config["layers"] = [new for layer in config["layers"]
+                        for new in [layer, *(added[layer["name"]][0] if layer["name"] in added else [])]]
+    config["output_layers"] = [[renamed.get(t[0], t[0]), *t[1:]] for t in config["output_layers"]]
+    with keras.utils.custom_object_scope(custom_objects()):
+        split = keras.Model.from_config(config)
+    for layer in split.layers:
+        if layer.name in added:
+            picked = added[layer.name][1]
+            weights = [w.copy() for w in model.get_layer(layer.name).get_weights()]
+            for w in weights:
+                w[..., picked] = 0.0
+            layer.set_weights(weights)
+            split.get_layer(f"{layer.name}_outliers").set_weights([w[..., picked] for w in
+                                                                   model.get_layer(layer.name).get_weights()])
+            split.get_layer(f"{layer.name}_place").set_weights([np.eye(layer.units, dtype=np.float32)[picked]])
+        elif layer.weights and not layer.name.endswith(("_outliers", "_place")):
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return split
+
+
+def split_of(model: keras.Model) -> dict:
+    """`{Dense name: [channels]}` computed apart in `model` (by `split_channels` / `quantize(outlier_channels=...)`)."""
+    found = {}
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)
+        if isinstance(inner, keras.layers.Dense) and isinstance(inner.kernel_constraint, ZeroChannels):
+            found[inner.name] = list(inner.kernel_constraint.channels)
+    return found
+
+
 def _annotator(preserve_sparsity: bool, quantize_embeddings: bool = True, float_outputs=()):
     import re
 
@@ -442,7 +586,8 @@ def _scheme(preserve_sparsity: bool):
     return Scheme()
 
 
-def quantize(model: keras.Model, preserve_sparsity: bool = False, float_outputs=()) -> keras.Model:
+def quantize(model: keras.Model, preserve_sparsity: bool = False, float_outputs=(),
+             outlier_channels=None) -> keras.Model:
     """A quantization-aware copy of a tfspeed BERT classifier (the caller's model is not changed).
 
     Every Dense is fake-quantized with TFMOT's default 8-bit config; the outputs of LayerNormalization, attention
@@ -458,6 +603,9 @@ def quantize(model: keras.Model, preserve_sparsity: bool = False, float_outputs=
             keeps its int8 kernel simulation but its FULLY_CONNECTED runs float in the file; an attention layer's
             BATCH_MATMUL likewise. `OUTLIER_OUTPUTS` keeps the FFN output projections float. Defaults to `()`
             (every FULLY_CONNECTED and BATCH_MATMUL int8).
+        outlier_channels: `{Dense name: [output channels]}` (`find_outlier_channels`) computed by a Dense of their own
+            with its own int8 range (`split_channels`): every FULLY_CONNECTED stays int8 and the ordinary channels
+            keep their resolution. Defaults to `None` (no split).
 
     Returns:
         A new functional model whose layers are `quant_*` wrappers; weights copied from `model`.
@@ -473,6 +621,8 @@ def quantize(model: keras.Model, preserve_sparsity: bool = False, float_outputs=
                          f"(str). Received: float_outputs={float_outputs!r}")
     model = to_native(model) if _hub_layers(model) else model
     _check_model(model)
+    if outlier_channels:
+        model = split_channels(model, outlier_channels)
     with quantize_scope():
         annotate = _annotator(preserve_sparsity, True, tuple(float_outputs))
         annotated = keras.models.clone_model(model, clone_function=annotate)
@@ -545,7 +695,7 @@ def calibrate(qat_model: keras.Model, data, num_batches: int = 8, batch_size: in
 
 def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_size: int = 32,
             learning_rate: float = 2e-5, preserve_sparsity: bool = False, strategy=None, callbacks=(),
-            verbose="auto", calibration_batches: int = 8, float_outputs=()):
+            verbose="auto", calibration_batches: int = 8, float_outputs=(), outlier_channels="auto"):
     """Quantizes `model` and fine-tunes the QAT copy with `fit`; returns `(qat_model, history)`.
 
     The copy is made inside `strategy.scope()`, so its variables (fake-quant ranges included) are distributed; its
@@ -559,6 +709,8 @@ def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_s
             Defaults to `2e-5`.
         preserve_sparsity: see `quantize`. Defaults to `False`.
         float_outputs: see `quantize`. Defaults to `()`.
+        outlier_channels: see `quantize`; `"auto"` finds them on `train` (`find_outlier_channels` on the FFN outputs),
+            `None` splits nothing. Defaults to `"auto"`.
         strategy: a `tf.distribute.Strategy`. Defaults to the current (default) strategy.
         callbacks: Keras callbacks for `fit`. Defaults to `()`.
         calibration_batches: training batches that set the activation ranges before fitting (`calibrate`); `0`
@@ -568,7 +720,15 @@ def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_s
 
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        qat_model = quantize(model, preserve_sparsity=preserve_sparsity, float_outputs=float_outputs)
+        if isinstance(outlier_channels, str):
+            if outlier_channels != "auto":
+                raise ValueError(f"Received an invalid value for `outlier_channels`, expected 'auto', None or a dict "
+                                 f"{{Dense name: [channels]}}. Received: outlier_channels={outlier_channels!r}")
+            model = to_native(model) if _hub_layers(model) else model
+            _check_model(model)
+            outlier_channels = find_outlier_channels(model, train, batch_size=batch_size)
+        qat_model = quantize(model, preserve_sparsity=preserve_sparsity, float_outputs=float_outputs,
+                             outlier_channels=outlier_channels)
         if calibration_batches:
             calibrate(qat_model, train, num_batches=calibration_batches, batch_size=batch_size)
         history = fit_classifier(qat_model, train, validation, epochs=epochs, batch_size=batch_size,

@@ -34,6 +34,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "FULLY_CONNECTED / BATCH_MATMUL run float); 'outliers' = the FFN output projections "
                         r"(layer_\d+_output), which buys accuracy on BERTs with outlier channels (default: none, "
                         "every matmul int8)")
+    p.add_argument("--outlier-channels", choices=("auto", "none"), default="auto",
+                   help="'auto': the FFN output channels whose range is far above the others' (BERT's outlier "
+                        "dimensions, found on the training data) get a FULLY_CONNECTED and an int8 range of their own, "
+                        "so the other channels keep a fine int8 step; 'none': one range per output (default: auto)")
     p.add_argument("--preserve-sparsity", action="store_true",
                    help="keep the zeros of a pruned model through QAT (prune-preserving 8-bit scheme)")
     _cli.add_data_args(p)
@@ -88,6 +92,7 @@ def run(args) -> int:
                                      batch_size=args.batch_size, learning_rate=args.learning_rate,
                                      preserve_sparsity=args.preserve_sparsity,
                                      float_outputs=_float_outputs(args.float_outputs),
+                                     outlier_channels=None if args.outlier_channels == "none" else "auto",
                                      strategy=_cli.make_strategy(args.strategy), verbose=verbose)
     train_seconds = time.perf_counter() - start
     keras_logits = predict_logits(qat_model, encoded.test)
@@ -107,6 +112,7 @@ def run(args) -> int:
         "dataset": dataset.name, "model": str(args.model), "seq_length": seq_length, "epochs": args.epochs,
         "batch_size": args.batch_size, "learning_rate": args.learning_rate,
         "preserve_sparsity": args.preserve_sparsity, "float_outputs": list(_float_outputs(args.float_outputs)),
+        "outlier_channels": qat.split_of(qat_model),
         "train_examples": len(encoded.train),
         "train_seconds": train_seconds, "tflite": TFLITE_NAME,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
