@@ -51,6 +51,8 @@ def main(argv=None):
                         help="comma-separated runs, in order (default: all)")
     parser.add_argument("--include-embeddings", action="store_true", default=True,
                         help="prune the word embeddings too in p50/m24/p80 (default: on; p50enc never does)")
+    parser.add_argument("--distill", action="store_true",
+                        help="p50/m24/p80 fine-tune with distillation from the dense model (`tfspeed prune --distill`)")
     parser.add_argument("--frequency", type=int, default=10,
                         help="steps between mask updates (default: 10; each update of the 30522x384 embedding "
                              "mask is costly)")
@@ -131,12 +133,20 @@ def main(argv=None):
         schedule = P.schedule_for_epochs(sparsity or 0.5, args.epochs, steps, kind, frequency=args.frequency)
         pruned = P.prune(teacher, schedule=schedule, m_by_n=m_by_n, include_embeddings=include_embeddings)
         t = time.perf_counter()
-        history = fit_classifier(pruned, encoded.train, None, epochs=args.epochs, batch_size=32,
-                                 learning_rate=args.learning_rate, callbacks=P.pruning_callbacks(per_layer=False),
-                                 verbose=2)
+        if args.distill:
+            from tfspeed.compress.distill import fit_student
+
+            history = fit_student(pruned, teacher, encoded.train, None, epochs=args.epochs, batch_size=32,
+                                  learning_rate=args.learning_rate, callbacks=P.pruning_callbacks(per_layer=False),
+                                  verbose=2)
+        else:
+            history = fit_classifier(pruned, encoded.train, None, epochs=args.epochs, batch_size=32,
+                                     learning_rate=args.learning_rate, callbacks=P.pruning_callbacks(per_layer=False),
+                                     verbose=2)
         train_s = time.perf_counter() - t
         stripped = P.strip(pruned)
         return measure(name, stripped, {"schedule": schedule.get_config(), "m_by_n": m_by_n, "epochs": args.epochs,
+                                        "distill": bool(args.distill),
                                         "train_seconds": train_s,
                                         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}},
                        include_embeddings)

@@ -52,6 +52,28 @@ def test_prune_unstructured(model_dir, sentiment_csv, tmp_path, capsys):
     assert sparsity_report(model, tflite=False)["sparsity"] >= 0.495
 
 
+def test_prune_2_4_with_distillation_from_the_dense_model(model_dir, sentiment_csv, tmp_path, capsys):
+    out = tmp_path / "pruned_kd"
+    code, _, _ = _run(["prune", str(model_dir), "--m-by-n", "2:4", "--schedule", "constant", "--distill", "--data",
+                       str(sentiment_csv), "--epochs", "2", "--learning-rate", "1e-3", "--skip-tflite-report",
+                       "--out", str(out)], capsys)
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["distill"] is True and metrics["m_by_n"] == [2, 4]
+    history = metrics["history"]
+    assert {"student_loss", "distillation_loss"} <= set(history)  # fitted through the Distiller
+    assert history["sparsity"][-1] >= 0.495  # the sparsity logger finds the wrappers inside the Distiller
+    assert metrics["accuracy"] >= metrics["dense_accuracy"] - 0.05
+    model, _ = artifacts.load_model_dir(out)
+    import numpy as np
+
+    from tfspeed.compress.prune import targeted_weights
+
+    for name, kernel in targeted_weights(model).items():
+        groups = kernel.T.reshape(kernel.shape[1], -1, 4)
+        assert (np.count_nonzero(groups, axis=-1) <= 2).all(), name
+
+
 def test_prune_structured(model_dir, sentiment_csv, tmp_path, capsys):
     out = tmp_path / "structured"
     code, _, _ = _run(["prune", str(model_dir), "--structured", "heads=0.5,ffn=0.5", "--data", str(sentiment_csv),

@@ -599,6 +599,38 @@ def teacher_logits(teacher: keras.Model, split, batch_size: int = 128, cache=Non
 # The whole stage
 # ----------------------------------------------------------------------------------------------------------------------
 
+def fit_student(student: keras.Model, teacher: keras.Model, train, validation=None, epochs: int = 2,
+                batch_size: int = 32, learning_rate: float = 3e-5, alpha: float = 0.5, temperature: float = 2.0,
+                callbacks: Sequence = (), verbose="auto", seed: int = 0):
+    """Fits `student` on `train` through a `Distiller` from `teacher` (soft targets from cached teacher logits);
+    returns the `History` (with `seconds_per_epoch`). `student` is trained in place.
+
+    The fine-tuning step of pruning and of other compressions with the uncompressed model as teacher: a pruned model
+    from `tfspeed.compress.prune.prune` fits this way with `callbacks=prune.pruning_callbacks()` (TFMOT's
+    `UpdatePruningStep` finds the wrappers inside the Distiller). Call it inside `strategy.scope()` to distribute.
+
+    Args:
+        student, teacher: classifiers with the same inputs and classes (`Distiller`).
+        train, validation: `EncodedSplit`s. epochs: Defaults to `2`. batch_size: Defaults to `32`.
+        learning_rate: peak AdamW rate (warm-up then linear decay). Defaults to `3e-5`.
+        alpha, temperature: see `Distiller`. Default `0.5`, `2.0`.
+        callbacks: Keras callbacks. Defaults to `()`.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"Received an invalid value for `epochs`, expected a positive integer. Received: epochs={epochs!r}")
+    from tfspeed.train import EpochTimer, make_optimizer
+
+    distiller = Distiller(teacher, student, alpha=alpha, temperature=temperature)
+    distiller.compile(optimizer=make_optimizer(learning_rate, -(-len(train) // batch_size) * epochs))
+    cached = teacher_logits(teacher, train)
+    timer = EpochTimer()
+    history = distiller.fit(train.dataset(batch_size, shuffle=True, seed=seed, extra=cached), epochs=epochs,
+                            validation_data=validation.dataset(128) if validation is not None else None,
+                            callbacks=[timer, *callbacks], verbose=verbose)
+    history.history["seconds_per_epoch"] = timer.seconds
+    return history
+
+
 def distill(teacher, data="rotten_tomatoes", student=None, layers: Union[int, Sequence[int]] = 3,
             layer_strategy: str = "every_other", hidden_size: Optional[int] = None, alpha: float = 0.5,
             temperature: float = 2.0, hidden_weight: float = 0.0, attention_weight: float = 0.0,

@@ -486,7 +486,10 @@ def prune_scope():
 # ======================================================================================================================
 
 def _pruned_layers(model):
-    return [l for l in model.layers if isinstance(l, PruneLowMagnitude)]
+    """The pruning wrappers of `model`, nested models included (a pruned student inside a `Distiller`)."""
+    from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import collect_prunable_layers
+
+    return collect_prunable_layers(model)
 
 
 def _wrapper_sparsities(model) -> dict:
