@@ -109,6 +109,13 @@ def _assert_residual_float_and_tables_int8(tflite):
     # LayerNorm statistics and residual sums in float: an int8 MEAN rounds the mean to the residual's (coarse) step,
     # which the Keras fake-quant graph does not do (MiniLM: Keras-vs-file agreement 0.89)
     assert [op for op, ins, _ in ops if op in ("MEAN", "ADD") and ins[0]["dtype"] != np.float32] == []
+    # attention probabilities in TFLite's softmax int8 format (scale 1/256, zero point -128), quantized once: a learned
+    # 1/255 range would be requantized after a first 1/256 rounding, which Keras does not simulate
+    softmax = [outs[0]["index"] for op, _, outs in ops if op == "SOFTMAX"]
+    quantized = [outs[0]["quantization"] for op, ins, outs in ops if op == "QUANTIZE" and ins[0]["index"] in softmax]
+    assert quantized and all(abs(s - 1 / 256) < 1e-9 and z == -128 for s, z in quantized)
+    assert [op for op, ins, _ in ops if op == "QUANTIZE" and ins[0]["dtype"] == np.int8
+            and abs(ins[0]["quantization"][0] - 1 / 256) < 1e-9] == []
     tables = [ins[0] for op, ins, _ in ops if op == "GATHER"]
     assert len(tables) == 2 and all(t["dtype"] == np.int8 for t in tables)  # word and type tables stored int8
 
@@ -212,13 +219,13 @@ def test_float_outputs_keep_the_ffn_output_projections_float(float_model, toy):
 
 def test_calibrate_replaces_tfmot_initial_ranges_with_the_data_ranges(float_model, toy):
     q = qat.quantize(float_model)
-    probs = _wrapped(q)["layer_0_softmax"]
-    assert [float(v) for v in probs._output_quantizer_vars.values()] == [-6.0, 6.0]  # TFMOT's start
+    norm = _wrapped(q)["layer_0_attention_layer_norm"]
+    assert [float(v) for v in norm._output_quantizer_vars.values()] == [-6.0, 6.0]  # TFMOT's start
     x, _ = toy[1].batch(np.arange(len(toy[1])))
     before = np.abs(q(x, training=False).numpy() - float_model(x, training=False).numpy()).max()
     assert qat.calibrate(q, toy[0], num_batches=4, batch_size=16) == 4
-    low, high = (float(v) for v in probs._output_quantizer_vars.values())
-    assert low == 0.0 and 0.2 < high <= 1.0  # probabilities: 0 must be in range, max at most 1
+    low, high = (float(v) for v in norm._output_quantizer_vars.values())
+    assert low < 0 < high and (low, high) != (-6.0, 6.0)
     after = np.abs(q(x, training=False).numpy() - float_model(x, training=False).numpy()).max()
     assert after < before / 3  # measured: 0.006 after vs 0.65 before on this toy model
     assert all(qq.ema_decay == 0.999 for qq in qat._range_quantizers(q))  # restored for fit
@@ -246,7 +253,8 @@ def test_save_and_reload_with_quantize_scope(qat_model, toy, tmp_path):
 def test_quantize_configs_round_trip():
     config = qat.OutputQuantizeConfig(num_bits=7, symmetric=True)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(config))
-    assert isinstance(restored, qat.OutputQuantizeConfig) and restored.get_config() == {"num_bits": 7, "symmetric": True}
+    assert isinstance(restored, qat.OutputQuantizeConfig) and restored.get_config() == {"num_bits": 7, "symmetric": True,
+                                                                                         "fixed_range": None}
     dense = qat.DenseQuantizeConfig(preserve_sparsity=True)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(dense))
     assert restored == dense and isinstance(restored.weight_quantizer, qat.SparsityPreservingQuantizer)
@@ -268,6 +276,10 @@ def test_quantize_configs_round_trip():
     with pytest.raises(ValueError, match="num_bits=1"):
         qat.EmbeddingQuantizeConfig(num_bits=1)
     qat.OutputQuantizeConfig(num_bits=8)  # the upper limit itself is fine
+    fixed = qat.OutputQuantizeConfig(fixed_range=qat.SOFTMAX_RANGE)
+    assert keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(fixed)) == fixed
+    with pytest.raises(ValueError, match=r"fixed_range=\(1, 0\)"):
+        qat.OutputQuantizeConfig(fixed_range=(1, 0))
 
 
 def _dense_kernels(model):

@@ -68,6 +68,10 @@ _OUTPUT_QUANTIZED = (keras.layers.LayerNormalization, L.QueryKeyProduct, L.Maske
 # TFLite then also computes the LayerNorm MEAN in int8 (rounded to that step), which the Keras fake-quant graph does
 # not do: measured on MiniLM, Keras-vs-.tflite argmax agreement 0.893 with the Adds quantized.
 _LEFT_FLOAT = (keras.layers.InputLayer, L.PositionEmbedding, L.AttentionMask, keras.layers.Dropout, keras.layers.Add)
+SOFTMAX_RANGE = (0.0, 255.0 / 256.0)
+"""The attention probabilities' int8 range: TFLite's (scale 1/256, zero point -128). A learned [0, ~1] range (scale
+1/255) makes the converter quantize the softmax to 1/256 and then requantize to 1/255: a double rounding on every
+probability that the Keras model does not simulate."""
 OUTLIER_OUTPUTS = (r"layer_\d+_output",)
 """`float_outputs` for BERTs with outlier channels: the FFN output projections (`layer_<i>_output`) stay float."""
 SUPPORTED_LAYERS = (keras.layers.Dense, keras.layers.Embedding) + _OUTPUT_QUANTIZED + _LEFT_FLOAT
@@ -152,17 +156,24 @@ class OutputQuantizeConfig(FloatQuantizeConfig):
             activation scheme: asymmetric int8).
     """
 
-    def __init__(self, num_bits: int = 8, symmetric: bool = False):
+    def __init__(self, num_bits: int = 8, symmetric: bool = False, fixed_range=None):
         if not isinstance(num_bits, int) or not 2 <= num_bits <= 8:
             raise ValueError(f"Received an invalid value for `num_bits`, expected an integer in [2, 8]. "
                              f"Received: num_bits={num_bits!r}")
+        if fixed_range is not None and (len(fixed_range) != 2 or not fixed_range[0] < fixed_range[1]):
+            raise ValueError(f"Received an invalid value for `fixed_range`, expected (min, max) with min < max. "
+                             f"Received: fixed_range={fixed_range!r}")
         self.num_bits, self.symmetric = num_bits, bool(symmetric)
+        self.fixed_range = None if fixed_range is None else (float(fixed_range[0]), float(fixed_range[1]))
 
     def get_output_quantizers(self, layer):
+        if self.fixed_range is not None:
+            return [_qk.quantizers.FixedQuantizer(self.num_bits, *self.fixed_range, narrow_range=False)]
         return [RangeQuantizer(num_bits=self.num_bits, symmetric=self.symmetric)]
 
     def get_config(self):
-        return {"num_bits": self.num_bits, "symmetric": self.symmetric}
+        return {"num_bits": self.num_bits, "symmetric": self.symmetric,
+                "fixed_range": None if self.fixed_range is None else list(self.fixed_range)}
 
     def __eq__(self, other):
         return isinstance(other, OutputQuantizeConfig) and self.get_config() == other.get_config()
@@ -548,6 +559,8 @@ def _annotator(preserve_sparsity: bool, quantize_embeddings: bool = True, float_
         if isinstance(layer, _OUTPUT_QUANTIZED):
             if any(p.fullmatch(layer.name) for p in patterns):
                 return _qk.quantize_annotate_layer(layer, FloatQuantizeConfig())
+            if isinstance(layer, L.MaskedSoftmax):
+                return _qk.quantize_annotate_layer(layer, OutputQuantizeConfig(fixed_range=SOFTMAX_RANGE))
             return _qk.quantize_annotate_layer(layer, OutputQuantizeConfig())
         if isinstance(layer, keras.layers.Add):
             return _qk.quantize_annotate_layer(layer, FloatQuantizeConfig())
