@@ -74,6 +74,30 @@ def test_prune_2_4_with_distillation_from_the_dense_model(model_dir, sentiment_c
         assert (np.count_nonzero(groups, axis=-1) <= 2).all(), name
 
 
+def test_fit_student_leaves_the_teacher_trainable_for_the_next_pruning(model_dir, vocab_file, sentiment_csv):
+    """A pruned copy made from a teacher after a distillation fit must still train (the Distiller freezes its teacher
+    while fitting)."""
+    import numpy as np
+
+    from tfspeed.compress import prune as P
+    from tfspeed.compress.distill import fit_student
+    from tfspeed.data import EncodedSplit, Tokenizer, from_file
+
+    model, _ = artifacts.load_model_dir(model_dir)
+    train = EncodedSplit.from_split(from_file(sentiment_csv).train, Tokenizer(vocab_file, seq_length=16))
+    first = P.prune(model, sparsity=0.5, schedule="constant", begin_step=0, frequency=1)
+    history = fit_student(first, model, train, epochs=1, batch_size=16, learning_rate=1e-3,
+                          callbacks=P.pruning_callbacks(per_layer=False), verbose=0)
+    assert history.history["sparsity"][-1] >= 0.495
+    assert model.trainable
+    second = P.prune(model, sparsity=0.5, schedule="constant", begin_step=0, frequency=1)
+    before = [w.numpy().copy() for w in second.trainable_weights]
+    assert before  # trainable, unlike a copy of a frozen teacher
+    fit_student(second, model, train, epochs=1, batch_size=16, learning_rate=1e-3,
+                callbacks=P.pruning_callbacks(per_layer=False), verbose=0)
+    assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, second.trainable_weights))
+
+
 def test_prune_structured(model_dir, sentiment_csv, tmp_path, capsys):
     out = tmp_path / "structured"
     code, _, _ = _run(["prune", str(model_dir), "--structured", "heads=0.5,ffn=0.5", "--data", str(sentiment_csv),

@@ -603,7 +603,8 @@ def fit_student(student: keras.Model, teacher: keras.Model, train, validation=No
                 batch_size: int = 32, learning_rate: float = 3e-5, alpha: float = 0.5, temperature: float = 2.0,
                 callbacks: Sequence = (), verbose="auto", seed: int = 0):
     """Fits `student` on `train` through a `Distiller` from `teacher` (soft targets from cached teacher logits);
-    returns the `History` (with `seconds_per_epoch`). `student` is trained in place.
+    returns the `History` (with `seconds_per_epoch`). `student` is trained in place; `teacher` is frozen while
+    fitting and its `trainable` flag restored afterwards.
 
     The fine-tuning step of pruning and of other compressions with the uncompressed model as teacher: a pruned model
     from `tfspeed.compress.prune.prune` fits this way with `callbacks=prune.pruning_callbacks()` (TFMOT's
@@ -620,13 +621,17 @@ def fit_student(student: keras.Model, teacher: keras.Model, train, validation=No
         raise ValueError(f"Received an invalid value for `epochs`, expected a positive integer. Received: epochs={epochs!r}")
     from tfspeed.train import EpochTimer, make_optimizer
 
-    distiller = Distiller(teacher, student, alpha=alpha, temperature=temperature)
-    distiller.compile(optimizer=make_optimizer(learning_rate, -(-len(train) // batch_size) * epochs))
-    cached = teacher_logits(teacher, train)
-    timer = EpochTimer()
-    history = distiller.fit(train.dataset(batch_size, shuffle=True, seed=seed, extra=cached), epochs=epochs,
-                            validation_data=validation.dataset(128) if validation is not None else None,
-                            callbacks=[timer, *callbacks], verbose=verbose)
+    was_trainable = teacher.trainable
+    try:
+        distiller = Distiller(teacher, student, alpha=alpha, temperature=temperature)  # freezes the teacher
+        distiller.compile(optimizer=make_optimizer(learning_rate, -(-len(train) // batch_size) * epochs))
+        cached = teacher_logits(teacher, train)
+        timer = EpochTimer()
+        history = distiller.fit(train.dataset(batch_size, shuffle=True, seed=seed, extra=cached), epochs=epochs,
+                                validation_data=validation.dataset(128) if validation is not None else None,
+                                callbacks=[timer, *callbacks], verbose=verbose)
+    finally:
+        teacher.trainable = was_trainable  # a model pruned from the teacher later must stay trainable
     history.history["seconds_per_epoch"] = timer.seconds
     return history
 
