@@ -95,9 +95,9 @@ def prune_model_dir(args) -> dict:
     from tfspeed import _io, artifacts
     from tfspeed.compress import prune as P
     from tfspeed.compress import structured as S
+    from tfspeed.compress.distill import fit_student
     from tfspeed.data import EncodedDataset, Tokenizer
     from tfspeed.models.bert import is_bert
-    from tfspeed.compress.distill import fit_student
     from tfspeed.train import accuracy, fit_classifier
 
     _io.check_writable(args.out, args.overwrite)

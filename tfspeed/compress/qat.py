@@ -7,8 +7,13 @@ math in small weightless layers, so QAT can be placed exactly:
 - every `Dense` gets TFMOT's default 8-bit scheme (per-tensor symmetric int8 kernel, output fake-quantized after
   the activation; GELU is fake-quantized before and after, tanh before),
 - `OutputQuantizeConfig` fake-quantizes the outputs of LayerNormalization, `QueryKeyProduct` (attention scores),
-  `MaskedSoftmax` (probabilities), `AttentionContext` and `FirstToken`. With these ranges every FULLY_CONNECTED and
-  BATCH_MATMUL of the converted file has int8 inputs, weights and outputs,
+  `MaskedSoftmax` (probabilities, in TFLite's fixed softmax format `SOFTMAX_RANGE`), `AttentionContext` and
+  `FirstToken`. With these ranges every FULLY_CONNECTED and BATCH_MATMUL of the converted file has int8 inputs,
+  weights and outputs,
+- BERT's outlier channels (MiniLM's FFN outputs: channel 99 reaches ~200 where the median channel stays below 1.5)
+  are computed apart (`find_outlier_channels`, `split_channels`, `quantize(outlier_channels=...)`; `qat_fit` finds
+  them on the training data by default): a FULLY_CONNECTED with an int8 range of their own, so the other channels are
+  not rounded to the outliers' step of ~1 and every matmul stays int8,
 - the residual stream stays float (`FloatQuantizeConfig` on the embedding sum and the residual `Add`s, so TFMOT does
   not give them its own output range): BERT residuals carry a few outlier channels in the hundreds, one per-tensor
   int8 range there has a step of ~1, and TFLite then also computes the LayerNorm mean in int8 rounded to that step,
@@ -21,8 +26,8 @@ math in small weightless layers, so QAT can be placed exactly:
   out the scores' resolution, so the scale / mask / softmax arithmetic runs in float between a DEQUANTIZE and a
   QUANTIZE,
 - `float_outputs` (regular expressions on layer names) leaves chosen outputs float, their FULLY_CONNECTED /
-  BATCH_MATMUL then run in float: `OUTLIER_OUTPUTS` (the FFN down-projections, whose per-tensor output range is set
-  by MiniLM's outlier channels: step ~1.1 in layer 0) buys accuracy and Keras-vs-file agreement for 6 of 38 FCs.
+  BATCH_MATMUL then run in float (`OUTLIER_OUTPUTS`: the FFN down-projections), for models where splitting the
+  outlier channels is not enough.
 
 `quantize(model)` returns a new QAT classifier. Fit it with `fit` as usual (`qat_fit`, or
 `tfspeed.train.fit_classifier`; callbacks and `tf.distribute` work when `quantize` runs inside `strategy.scope()`),
