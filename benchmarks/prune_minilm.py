@@ -49,7 +49,7 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=3e-5)
     parser.add_argument("--runs", default="dense,structured,p50,m24,p80",
                         help="comma-separated runs, in order (default: all)")
-    parser.add_argument("--include-embeddings", action="store_true", default=True,
+    parser.add_argument("--include-embeddings", action=argparse.BooleanOptionalAction, default=True,
                         help="prune the word embeddings too in p50/m24/p80 (default: on; p50enc never does)")
     parser.add_argument("--distill", action="store_true",
                         help="p50/m24/p80 fine-tune with distillation from the dense model (`tfspeed prune --distill`)")
