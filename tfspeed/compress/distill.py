@@ -27,7 +27,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from tfspeed import _io
+from tfspeed import _checks, _io
 from tfspeed.compat import keras, tf
 from tfspeed.models.bert import (INPUT_NAMES, _unwrap, build_classifier, config_of, is_bert, layer_by_name,
                                  num_classes_of)
@@ -617,8 +617,7 @@ def fit_student(student: keras.Model, teacher: keras.Model, train, validation=No
         alpha, temperature: see `Distiller`. Default `0.5`, `2.0`.
         callbacks: Keras callbacks. Defaults to `()`.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"Received an invalid value for `epochs`, expected a positive integer. Received: epochs={epochs!r}")
+    _checks.positive_int("epochs", epochs)
     from tfspeed.train import EpochTimer, make_optimizer
 
     was_trainable = teacher.trainable

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfspeed import _checks
 from tfspeed.compat import keras, tf  # sets TF_USE_LEGACY_KERAS before TFMOT imports TensorFlow
 from tfspeed.models import layers as L
 from tfspeed.models.bert import build_classifier, config_of, copy_weights, is_bert
@@ -427,9 +428,7 @@ def find_outlier_channels(model: keras.Model, data, layers=OUTLIER_OUTPUTS, rati
 
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 1:
         raise ValueError(f"Received an invalid value for `ratio`, expected a number > 1. Received: ratio={ratio!r}")
-    if isinstance(max_channels, bool) or not isinstance(max_channels, int) or max_channels < 1:
-        raise ValueError(f"Received an invalid value for `max_channels`, expected a positive integer. "
-                         f"Received: max_channels={max_channels!r}")
+    _checks.positive_int("max_channels", max_channels)
     if not hasattr(data, "batch_indices"):
         raise ValueError(f"Expected an `EncodedSplit` for `data`. Received: {type(data).__name__}")
     patterns = [re.compile(p) for p in ([layers] if isinstance(layers, str) else layers)]
