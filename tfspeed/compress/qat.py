@@ -525,13 +525,11 @@ def split_channels(model: keras.Model, channels: dict) -> keras.Model:
         split = keras.Model.from_config(config)
     for layer in split.layers:
         if layer.name in added:
-            picked = added[layer.name][1]
-            weights = [w.copy() for w in model.get_layer(layer.name).get_weights()]
+            picked, weights = added[layer.name][1], model.get_layer(layer.name).get_weights()
+            split.get_layer(f"{layer.name}_outliers").set_weights([w[..., picked] for w in weights])
             for w in weights:
                 w[..., picked] = 0.0
             layer.set_weights(weights)
-            split.get_layer(f"{layer.name}_outliers").set_weights([w[..., picked] for w in
-                                                                   model.get_layer(layer.name).get_weights()])
             split.get_layer(f"{layer.name}_place").set_weights([np.eye(layer.units, dtype=np.float32)[picked]])
         elif layer.weights and not layer.name.endswith(("_outliers", "_place")):
             layer.set_weights(model.get_layer(layer.name).get_weights())
