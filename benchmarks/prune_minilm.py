@@ -53,6 +53,9 @@ def main(argv=None):
                         help="prune the word embeddings too in p50/m24/p80 (default: on; p50enc never does)")
     parser.add_argument("--distill", action="store_true",
                         help="p50/m24/p80 fine-tune with distillation from the dense model (`tfspeed prune --distill`)")
+    parser.add_argument("--hidden-weight", type=float, default=0.0,
+                        help="with --distill: weight of the layer-by-layer hidden-state MSE to the dense model "
+                             "(default: 0, logits only)")
     parser.add_argument("--frequency", type=int, default=10,
                         help="steps between mask updates (default: 10; each update of the 30522x384 embedding "
                              "mask is costly)")
@@ -137,8 +140,8 @@ def main(argv=None):
             from tfspeed.compress.distill import fit_student
 
             history = fit_student(pruned, teacher, encoded.train, None, epochs=args.epochs, batch_size=32,
-                                  learning_rate=args.learning_rate, callbacks=P.pruning_callbacks(per_layer=False),
-                                  verbose=2)
+                                  learning_rate=args.learning_rate, hidden_weight=args.hidden_weight,
+                                  callbacks=P.pruning_callbacks(per_layer=False), verbose=2)
         else:
             history = fit_classifier(pruned, encoded.train, None, epochs=args.epochs, batch_size=32,
                                      learning_rate=args.learning_rate, callbacks=P.pruning_callbacks(per_layer=False),
@@ -147,6 +150,7 @@ def main(argv=None):
         stripped = P.strip(pruned)
         return measure(name, stripped, {"schedule": schedule.get_config(), "m_by_n": m_by_n, "epochs": args.epochs,
                                         "distill": bool(args.distill),
+                                        "hidden_weight": args.hidden_weight if args.distill else None,
                                         "train_seconds": train_s,
                                         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}},
                        include_embeddings)

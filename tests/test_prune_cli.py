@@ -98,6 +98,22 @@ def test_fit_student_leaves_the_teacher_trainable_for_the_next_pruning(model_dir
     assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, second.trainable_weights))
 
 
+def test_fit_student_with_hidden_states_trains_a_pruned_model(model_dir, vocab_file, sentiment_csv):
+    """Layer-by-layer hidden-state distillation reaches the states of a pruned (wrapped) student."""
+    from tfspeed.compress import prune as P
+    from tfspeed.compress.distill import fit_student
+    from tfspeed.data import EncodedSplit, Tokenizer, from_file
+
+    model, _ = artifacts.load_model_dir(model_dir)
+    train = EncodedSplit.from_split(from_file(sentiment_csv).train, Tokenizer(vocab_file, seq_length=16))
+    pruned = P.prune(model, m_by_n=(2, 4), schedule="constant", begin_step=0, frequency=1)
+    history = fit_student(pruned, model, train, epochs=2, batch_size=16, learning_rate=1e-3, hidden_weight=1.0,
+                          callbacks=P.pruning_callbacks(per_layer=False), verbose=0).history
+    assert history["hidden_loss"][0] > 0  # the 2:4 mask moves the states away from the dense teacher's
+    assert history["hidden_loss"][-1] < history["hidden_loss"][0]  # and training pulls them back
+    assert history["sparsity"][-1] >= 0.495
+
+
 def test_prune_structured(model_dir, sentiment_csv, tmp_path, capsys):
     out = tmp_path / "structured"
     code, _, _ = _run(["prune", str(model_dir), "--structured", "heads=0.5,ffn=0.5", "--data", str(sentiment_csv),

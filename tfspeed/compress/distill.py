@@ -601,7 +601,7 @@ def teacher_logits(teacher: keras.Model, split, batch_size: int = 128, cache=Non
 
 def fit_student(student: keras.Model, teacher: keras.Model, train, validation=None, epochs: int = 2,
                 batch_size: int = 32, learning_rate: float = 3e-5, alpha: float = 0.5, temperature: float = 2.0,
-                callbacks: Sequence = (), verbose="auto", seed: int = 0):
+                hidden_weight: float = 0.0, callbacks: Sequence = (), verbose="auto", seed: int = 0):
     """Fits `student` on `train` through a `Distiller` from `teacher` (soft targets from cached teacher logits);
     returns the `History` (with `seconds_per_epoch`). `student` is trained in place; `teacher` is frozen while
     fitting and its `trainable` flag restored afterwards.
@@ -615,6 +615,8 @@ def fit_student(student: keras.Model, teacher: keras.Model, train, validation=No
         train, validation: `EncodedSplit`s. epochs: Defaults to `2`. batch_size: Defaults to `32`.
         learning_rate: peak AdamW rate (warm-up then linear decay). Defaults to `3e-5`.
         alpha, temperature: see `Distiller`. Default `0.5`, `2.0`.
+        hidden_weight: weight of the layer-by-layer hidden-state MSE to the teacher (`Distiller`; student and teacher
+            layers mapped uniformly). The teacher then runs at every step. Defaults to `0.0` (logits only).
         callbacks: Keras callbacks. Defaults to `()`.
     """
     _checks.positive_int("epochs", epochs)
@@ -622,7 +624,8 @@ def fit_student(student: keras.Model, teacher: keras.Model, train, validation=No
 
     was_trainable = teacher.trainable
     try:
-        distiller = Distiller(teacher, student, alpha=alpha, temperature=temperature)  # freezes the teacher
+        distiller = Distiller(teacher, student, alpha=alpha, temperature=temperature,  # freezes the teacher
+                              hidden_weight=hidden_weight)
         distiller.compile(optimizer=make_optimizer(learning_rate, -(-len(train) // batch_size) * epochs))
         cached = teacher_logits(teacher, train)
         timer = EpochTimer()

@@ -71,6 +71,9 @@ def register(subparsers):
     p.add_argument("--distill", action="store_true",
                    help="fine-tune with knowledge distillation from the unpruned MODEL (soft targets, alpha 0.5, T 2): "
                         "recovers more of the accuracy pruning takes (default: labels only)")
+    p.add_argument("--hidden-weight", type=float, default=0.0,
+                   help="with --distill: weight of a layer-by-layer hidden-state MSE to the unpruned MODEL "
+                        "(TinyBERT-style; the teacher then runs at every step; default: 0, logits only)")
     p.add_argument("--seq-length", type=int, default=None, help="tokens per example (default: the model directory's)")
     p.add_argument("--skip-tflite-report", action="store_true",
                    help="do not convert to .tflite to report its sizes (saves a minute on MiniLM)")
@@ -122,7 +125,12 @@ def prune_model_dir(args) -> dict:
                "learning_rate": args.learning_rate}
     steps = -(-len(encoded.train) // args.batch_size)
     teacher = model if args.distill else None
+    if args.hidden_weight and not args.distill:
+        raise ValueError(f"Received --hidden-weight={args.hidden_weight!r} without --distill: the hidden-state loss is "
+                         f"a distillation term. Add --distill, or drop --hidden-weight.")
     metrics["distill"] = bool(args.distill)
+    if args.distill:
+        metrics["hidden_weight"] = args.hidden_weight
 
     def fit(student, callbacks=()):
         if teacher is None:
@@ -130,8 +138,8 @@ def prune_model_dir(args) -> dict:
                                   batch_size=args.batch_size, learning_rate=args.learning_rate, callbacks=callbacks,
                                   verbose=verbose)
         return fit_student(student, teacher, encoded.train, encoded.validation, epochs=args.epochs,
-                           batch_size=args.batch_size, learning_rate=args.learning_rate, callbacks=callbacks,
-                           verbose=verbose)
+                           batch_size=args.batch_size, learning_rate=args.learning_rate,
+                           hidden_weight=args.hidden_weight, callbacks=callbacks, verbose=verbose)
 
     with strategy.scope():
         if structured:
