@@ -48,7 +48,7 @@ def main(argv=None):
     parser.add_argument("--structured-epochs", type=int, default=2, help="(default: 2)")
     parser.add_argument("--learning-rate", type=float, default=3e-5)
     parser.add_argument("--runs", default="dense,structured,p50,m24,p80",
-                        help="comma-separated runs, in order (default: all)")
+                        help="comma-separated runs, in order (default: all; also p50enc, and m24g: one epoch at 1:4 before 2:4)")
     parser.add_argument("--include-embeddings", action=argparse.BooleanOptionalAction, default=True,
                         help="prune the word embeddings too in p50/m24/p80 (default: on; p50enc never does)")
     parser.add_argument("--distill", action="store_true",
@@ -130,29 +130,40 @@ def main(argv=None):
             f"(measured in {time.perf_counter() - t:.0f}s)")
         return row
 
-    def unstructured(name, sparsity=None, m_by_n=None, include_embeddings=False):
-        log(f"{name}: prune sparsity={sparsity} m_by_n={m_by_n} include_embeddings={include_embeddings}")
-        kind = "constant" if m_by_n else "polynomial"
-        schedule = P.schedule_for_epochs(sparsity or 0.5, args.epochs, steps, kind, frequency=args.frequency)
-        pruned = P.prune(teacher, schedule=schedule, m_by_n=m_by_n, include_embeddings=include_embeddings)
-        t = time.perf_counter()
+    def fit_pruned(pruned, epochs):
+        callbacks = P.pruning_callbacks(per_layer=False)
         if args.distill:
             from tfspeed.compress.distill import fit_student
 
-            history = fit_student(pruned, teacher, encoded.train, None, epochs=args.epochs, batch_size=32,
-                                  learning_rate=args.learning_rate, hidden_weight=args.hidden_weight,
-                                  callbacks=P.pruning_callbacks(per_layer=False), verbose=2)
-        else:
-            history = fit_classifier(pruned, encoded.train, None, epochs=args.epochs, batch_size=32,
-                                     learning_rate=args.learning_rate, callbacks=P.pruning_callbacks(per_layer=False),
-                                     verbose=2)
+            return fit_student(pruned, teacher, encoded.train, None, epochs=epochs, batch_size=32,
+                               learning_rate=args.learning_rate, hidden_weight=args.hidden_weight,
+                               callbacks=callbacks, verbose=2)
+        return fit_classifier(pruned, encoded.train, None, epochs=epochs, batch_size=32,
+                              learning_rate=args.learning_rate, callbacks=callbacks, verbose=2)
+
+    def unstructured(name, sparsity=None, m_by_n=None, include_embeddings=False, gradual_from=None):
+        """`gradual_from=(1, 4)`: one epoch at that m_by_n first, then `m_by_n` for --epochs (a gradual route)."""
+        log(f"{name}: prune sparsity={sparsity} m_by_n={m_by_n} include_embeddings={include_embeddings}"
+            + (f" after one epoch at m_by_n={gradual_from}" if gradual_from else ""))
+        kind = "constant" if m_by_n else "polynomial"
+        schedule = P.schedule_for_epochs(sparsity or 0.5, args.epochs, steps, kind, frequency=args.frequency)
+        t = time.perf_counter()
+        start, histories = teacher, []
+        if gradual_from:
+            first = P.prune(teacher, schedule=schedule, m_by_n=gradual_from, include_embeddings=include_embeddings)
+            histories.append(fit_pruned(first, 1).history)
+            start = P.strip(first)
+        pruned = P.prune(start, schedule=schedule, m_by_n=m_by_n, include_embeddings=include_embeddings)
+        histories.append(fit_pruned(pruned, args.epochs).history)
         train_s = time.perf_counter() - t
         stripped = P.strip(pruned)
-        return measure(name, stripped, {"schedule": schedule.get_config(), "m_by_n": m_by_n, "epochs": args.epochs,
+        history = {k: [float(v) for h in histories for v in h.get(k, [])] for k in histories[-1]}
+        return measure(name, stripped, {"schedule": schedule.get_config(), "m_by_n": m_by_n,
+                                        "gradual_from": gradual_from,
+                                        "epochs": args.epochs + (1 if gradual_from else 0),
                                         "distill": bool(args.distill),
                                         "hidden_weight": args.hidden_weight if args.distill else None,
-                                        "train_seconds": train_s,
-                                        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}},
+                                        "train_seconds": train_s, "history": history},
                        include_embeddings)
 
     for run in args.runs.split(","):
@@ -165,6 +176,8 @@ def main(argv=None):
             unstructured("p50enc", 0.5, include_embeddings=False)
         elif run == "m24":
             unstructured("m24", m_by_n=(2, 4), include_embeddings=args.include_embeddings)
+        elif run == "m24g":
+            unstructured("m24g", m_by_n=(2, 4), include_embeddings=args.include_embeddings, gradual_from=(1, 4))
         elif run == "p80":
             unstructured("p80", 0.8, include_embeddings=args.include_embeddings)
         elif run == "structured":
