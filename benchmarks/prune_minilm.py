@@ -148,16 +148,10 @@ def main(argv=None):
         kind = "constant" if m_by_n else "polynomial"
         schedule = P.schedule_for_epochs(sparsity or 0.5, args.epochs, steps, kind, frequency=args.frequency)
         t = time.perf_counter()
-        start, histories = teacher, []
-        if gradual_from:
-            first = P.prune(teacher, schedule=schedule, m_by_n=gradual_from, include_embeddings=include_embeddings)
-            histories.append(fit_pruned(first, 1).history)
-            start = P.strip(first)
-        pruned = P.prune(start, schedule=schedule, m_by_n=m_by_n, include_embeddings=include_embeddings)
-        histories.append(fit_pruned(pruned, args.epochs).history)
+        pruned, history = P.prune_and_fit(teacher, fit_pruned, args.epochs, gradual_from=gradual_from,
+                                          schedule=schedule, m_by_n=m_by_n, include_embeddings=include_embeddings)
         train_s = time.perf_counter() - t
         stripped = P.strip(pruned)
-        history = {k: [float(v) for h in histories for v in h.get(k, [])] for k in histories[-1]}
         return measure(name, stripped, {"schedule": schedule.get_config(), "m_by_n": m_by_n,
                                         "gradual_from": gradual_from,
                                         "epochs": args.epochs + (1 if gradual_from else 0),

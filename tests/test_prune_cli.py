@@ -74,6 +74,39 @@ def test_prune_2_4_with_distillation_from_the_dense_model(model_dir, sentiment_c
         assert (np.count_nonzero(groups, axis=-1) <= 2).all(), name
 
 
+def test_prune_2_4_gradually_through_1_4(model_dir, sentiment_csv, tmp_path, capsys):
+    """--gradual: one epoch at 1:4, strip, then 2:4 for --epochs; the history holds both stages."""
+    out = tmp_path / "pruned_gradual"
+    code, _, _ = _run(["prune", str(model_dir), "--m-by-n", "2:4", "--gradual", "--schedule", "constant", "--distill",
+                       "--data", str(sentiment_csv), "--epochs", "1", "--learning-rate", "1e-3",
+                       "--skip-tflite-report", "--out", str(out)], capsys)
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["gradual"] is True and metrics["gradual_from"] == [1, 4] and metrics["m_by_n"] == [2, 4]
+    history = metrics["history"]
+    assert len(history["loss"]) == 2 and len(history["sparsity"]) == 2  # 1 epoch at 1:4, then 1 at 2:4
+    assert 0.245 <= history["sparsity"][0] < 0.3 and history["sparsity"][1] >= 0.495
+    assert metrics["sparsity"] >= 0.495
+    model, _ = artifacts.load_model_dir(out)
+    import numpy as np
+
+    from tfspeed.compress.prune import targeted_weights
+
+    for name, kernel in targeted_weights(model).items():
+        groups = kernel.T.reshape(kernel.shape[1], -1, 4)
+        assert (np.count_nonzero(groups, axis=-1) <= 2).all(), name
+
+
+def test_prune_and_fit_checks_gradual_from(model_dir):
+    from tfspeed.compress import prune as P
+
+    model, _ = artifacts.load_model_dir(model_dir)
+    with pytest.raises(ValueError, match=r"expected \(m0, n\) with 0 < m0 < m.*Received: gradual_from=\(2, 4\)"):
+        P.prune_and_fit(model, None, 1, m_by_n=(2, 4), gradual_from=(2, 4))
+    with pytest.raises(ValueError, match="but `m_by_n` is None"):
+        P.prune_and_fit(model, None, 1, gradual_from=(1, 4))
+
+
 def test_fit_student_leaves_the_teacher_trainable_for_the_next_pruning(model_dir, vocab_file, sentiment_csv):
     """A pruned copy made from a teacher after a distillation fit must still train (the Distiller freezes its teacher
     while fitting)."""
@@ -133,6 +166,10 @@ def test_prune_structured(model_dir, sentiment_csv, tmp_path, capsys):
     (["--sparsity", "1.0"], "Received: sparsity=1.0"),
     (["--m-by-n", "4:2"], "Received: m_by_n=(4, 2)"),
     (["--layers", "layer_7_query", "--sparsity", "0.5"], "no layer named ['layer_7_query']"),
+    (["--gradual"], "Received --gradual without --m-by-n"),
+    (["--gradual", "--sparsity", "0.5"], "expected --m-by-n M:N with M >= 2"),
+    (["--gradual", "--m-by-n", "1:4"], "invalid value for `--m-by-n` with --gradual, expected M:N with M >= 2"),
+    (["--gradual", "--m-by-n", "1:4"], "Received: --m-by-n='1:4'"),
 ])
 def test_bad_input_exits_with_error(model_dir, sentiment_csv, tmp_path, capsys, extra, message):
     code, _, err = _run(["prune", str(model_dir), "--data", str(sentiment_csv), "--epochs", "1",

@@ -2,7 +2,7 @@
 
 | module | public surface |
 |---|---|
-| `prune` | `prune`, `strip`, `make_schedule`, `schedule_for_epochs`, `pruning_callbacks`, `SparsityLogger`, `sparsity_report`, `PrunableKerasLayer`, `prune_scope` |
+| `prune` | `prune`, `strip`, `prune_and_fit`, `make_schedule`, `schedule_for_epochs`, `pruning_callbacks`, `SparsityLogger`, `sparsity_report`, `PrunableKerasLayer`, `prune_scope` |
 | `structured` | `prune_structured`, `importance`, `plan`, `shrink`, `parameter_count` |
 | `qat` | `quantize`, `qat_fit`, `calibrate`, `to_tflite`, `quantize_scope` |
 | `distill` | `Distiller`, `distill`, `distillation_loss`, `select_layers`, `student_from_teacher`, `teacher_logits` |
@@ -15,7 +15,7 @@ Names are imported on first use, so `import tfspeed.compress` stays cheap. The v
 import importlib
 
 _EXPORTS = {
-    "prune": ("strip", "make_schedule", "schedule_for_epochs", "pruning_callbacks", "SparsityLogger",
+    "prune": ("strip", "prune_and_fit", "make_schedule", "schedule_for_epochs", "pruning_callbacks", "SparsityLogger",
               "sparsity_report", "PrunableKerasLayer", "prune_scope"),
     "structured": ("prune_structured", "importance", "plan", "shrink", "parameter_count"),
     "qat": ("quantize", "qat_fit", "calibrate", "to_tflite", "quantize_scope"),

@@ -566,6 +566,74 @@ def pruning_callbacks(log_dir=None, per_layer: bool = True) -> list:
 
 
 # ======================================================================================================================
+# Pruning through fit, in one stage or two (a gradual route to m:n)
+# ======================================================================================================================
+
+def _check_gradual_from(gradual_from, m_by_n):
+    if gradual_from is None:
+        return None
+    if m_by_n is None:
+        raise ValueError("`gradual_from` is a first, milder m:n pattern on the way to `m_by_n`, but `m_by_n` is None. "
+                         f"Pass `m_by_n` too, e.g. m_by_n=(2, 4), gradual_from=(1, 4). Received: "
+                         f"gradual_from={gradual_from!r}, m_by_n=None")
+    try:
+        first = _check_m_by_n(gradual_from)
+    except ValueError:
+        first = None
+    if first is None or first[1] != m_by_n[1] or first[0] >= m_by_n[0]:
+        raise ValueError("Received an invalid value for `gradual_from`, expected (m0, n) with 0 < m0 < m and the n of "
+                         f"`m_by_n` (fewer zeros per group, pruned for one epoch before `m_by_n`), e.g. (1, 4) before "
+                         f"(2, 4). Received: gradual_from={gradual_from!r}, m_by_n={m_by_n!r}")
+    return first
+
+
+def prune_and_fit(model: keras.Model, fit, epochs: int, gradual_from=None, **kwargs) -> tuple:
+    """Prunes a copy of `model` and trains it with `fit`; with `gradual_from`, through a milder m:n pattern first.
+
+    One stage: `prune(model, **kwargs)`, then `fit(pruned, epochs)`. With `gradual_from=(m0, n)` and `m_by_n=(m, n)`:
+    `prune(model, m_by_n=gradual_from, ...)` fitted for ONE epoch, `strip`ped, then pruned at `m_by_n` and fitted for
+    `epochs`. The final mask is then chosen on weights that have already recovered from a lighter one, instead of
+    taking all of m:n at once: on fine-tuned MiniLM, 1:4 for one epoch then 2:4 for three (distilled) lost 0.49 points
+    of accuracy, where 2:4 at once lost 1.3-1.9 (`benchmarks/prune_minilm.py`, run m24g).
+
+    Args:
+        model: as for `prune`; it is not changed.
+        fit: `fit(pruned, epochs)` trains a pruned model and returns its Keras `History`; it must pass
+            `pruning_callbacks()` (or TFMOT's `UpdatePruningStep`) to `fit`. Called once per stage.
+        epochs: epochs at the final pattern (the first stage of a gradual route adds one).
+        gradual_from: `(m0, n)` with 0 < m0 < m and the n of `m_by_n`, pruned for one epoch first. Defaults to `None`
+            (one stage).
+        **kwargs: passed to `prune` in every stage: `m_by_n`, `schedule`, `sparsity`, `include_embeddings`, ...
+
+    Returns:
+        `(pruned, history)`: the model of the last stage, still wrapped (`strip` it), and `{key: [float per epoch]}`
+        with the epochs of both stages concatenated (the keys of the last stage).
+
+    Example:
+
+    >>> def fit(pruned, epochs):
+    ...     return fit_classifier(pruned, train, epochs=epochs, callbacks=pruning_callbacks(per_layer=False))
+    >>> pruned, history = prune_and_fit(model, fit, 2, m_by_n=(2, 4), gradual_from=(1, 4), schedule="constant")
+    >>> len(history["sparsity"])
+    3
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"Received an invalid value for `epochs`, expected a positive integer. Received: "
+                         f"epochs={epochs!r}")
+    m_by_n = _check_m_by_n(kwargs.pop("m_by_n", None))
+    gradual_from = _check_gradual_from(gradual_from, m_by_n)
+    start, histories = model, []
+    if gradual_from is not None:
+        first = prune(model, m_by_n=gradual_from, **kwargs)
+        histories.append(fit(first, 1).history)
+        start = strip(first)
+    pruned = prune(start, m_by_n=m_by_n, **kwargs)
+    histories.append(fit(pruned, int(epochs)).history)
+    history = {k: [float(v) for h in histories for v in h.get(k, [])] for k in histories[-1]}
+    return pruned, history
+
+
+# ======================================================================================================================
 # Report
 # ======================================================================================================================
 
@@ -666,5 +734,5 @@ def sparsity_report(model: keras.Model, include_embeddings: bool = False, includ
 
 
 __all__ = ["PrunableKerasLayer", "PrunedModel", "SCHEDULES", "SparsityLogger", "custom_objects", "make_schedule",
-           "prune", "prune_scope", "pruning_callbacks", "schedule_for_epochs", "sparsity_report", "strip",
-           "targeted_weights", "to_tflite"]
+           "prune", "prune_and_fit", "prune_scope", "pruning_callbacks", "schedule_for_epochs", "sparsity_report",
+           "strip", "targeted_weights", "to_tflite"]

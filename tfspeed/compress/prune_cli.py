@@ -2,10 +2,12 @@
 
     tfspeed prune MODEL_DIR --sparsity 0.5 --schedule polynomial --data rotten_tomatoes --epochs 2 --out DIR
     tfspeed prune MODEL_DIR --m-by-n 2:4 --epochs 1 --out DIR
+    tfspeed prune MODEL_DIR --m-by-n 2:4 --gradual --distill --epochs 3 --out DIR   # 1:4 for one epoch, then 2:4
     tfspeed prune MODEL_DIR --structured heads=0.5,ffn=0.5 --epochs 1 --out DIR
 
 `DIR/metrics.json` holds `accuracy` (test), `sparsity` (of the targeted kernels), `dense_accuracy` (before pruning),
 `validation_accuracy`, the sparsity report (sizes of weights and .tflite files) and, for structured pruning, the plan.
+With `--gradual`, `gradual` is true and `history` holds the epoch at (M-1):N followed by the --epochs at M:N.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ def register(subparsers):
     g.add_argument("--schedule", default="polynomial", choices=["polynomial", "constant"],
                    help="TFMOT PolynomialDecay or ConstantSparsity (default: polynomial)")
     g.add_argument("--m-by-n", default=None, help="m:n structured sparsity, e.g. 2:4 (default: none)")
+    g.add_argument("--gradual", action="store_true",
+                   help="with --m-by-n M:N, M >= 2: fit one epoch at (M-1):N first, strip, then prune at M:N for "
+                        "--epochs, one epoch more in all (default: M:N from the start)")
     g.add_argument("--end-epoch", type=float, default=None,
                    help="epoch at which the final sparsity is reached (default: 0.7 x --epochs)")
     g.add_argument("--include-embeddings", action="store_true", help="also prune word/type embeddings")
@@ -108,6 +113,17 @@ def prune_model_dir(args) -> dict:
     unstructured = args.sparsity is not None or args.m_by_n is not None or not structured
     sparsity = 0.5 if args.sparsity is None else P._check_sparsity(args.sparsity)
     m_by_n = P._check_m_by_n(args.m_by_n)
+    gradual_from = None
+    if args.gradual:
+        if m_by_n is None:
+            raise ValueError("Received --gradual without --m-by-n: --gradual is a route to m:n sparsity, expected "
+                             "--m-by-n M:N with M >= 2 (e.g. --m-by-n 2:4 --gradual prunes at 1:4 for one epoch, then "
+                             "2:4). Received: --m-by-n=None")
+        if m_by_n[0] < 2:
+            raise ValueError("Received an invalid value for `--m-by-n` with --gradual, expected M:N with M >= 2 (the "
+                             "first epoch prunes at (M-1):N, and 0:N would prune nothing). "
+                             f"Received: --m-by-n={args.m_by_n!r}")
+        gradual_from = (m_by_n[0] - 1, m_by_n[1])
     if not isinstance(args.epochs, int) or args.epochs < 1:
         raise ValueError(f"Received an invalid value for `--epochs`, expected a positive integer (pruning is scheduled "
                          f"through fit). Received: --epochs={args.epochs!r}")
@@ -132,12 +148,12 @@ def prune_model_dir(args) -> dict:
     if args.distill:
         metrics["hidden_weight"] = args.hidden_weight
 
-    def fit(student, callbacks=()):
+    def fit(student, callbacks=(), epochs=args.epochs):
         if teacher is None:
-            return fit_classifier(student, encoded.train, encoded.validation, epochs=args.epochs,
+            return fit_classifier(student, encoded.train, encoded.validation, epochs=epochs,
                                   batch_size=args.batch_size, learning_rate=args.learning_rate, callbacks=callbacks,
                                   verbose=verbose)
-        return fit_student(student, teacher, encoded.train, encoded.validation, epochs=args.epochs,
+        return fit_student(student, teacher, encoded.train, encoded.validation, epochs=epochs,
                            batch_size=args.batch_size, learning_rate=args.learning_rate,
                            hidden_weight=args.hidden_weight, callbacks=callbacks, verbose=verbose)
 
@@ -154,18 +170,22 @@ def prune_model_dir(args) -> dict:
                                      "accuracy_before_finetuning": accuracy(model, encoded.test)}
         if unstructured:
             schedule = P.schedule_for_epochs(sparsity, args.epochs, steps, args.schedule, end_epoch=args.end_epoch)
-            pruned = P.prune(model, schedule=schedule, m_by_n=m_by_n, include_embeddings=args.include_embeddings,
-                             include_classifier=args.include_classifier, layers=args.layers)
-            callbacks = P.pruning_callbacks(args.log_dir, per_layer=False)
-            history = fit(pruned, callbacks)
+            # --gradual: one epoch at (M-1):N, strip, then M:N for --epochs (fresh pruning callbacks in each stage)
+            pruned, history = P.prune_and_fit(
+                model, lambda student, epochs: fit(student, P.pruning_callbacks(args.log_dir, per_layer=False), epochs),
+                args.epochs, gradual_from=gradual_from, schedule=schedule, m_by_n=m_by_n,
+                include_embeddings=args.include_embeddings, include_classifier=args.include_classifier,
+                layers=args.layers)
             model = P.strip(pruned)
-            metrics.update({"schedule": schedule.get_config(), "m_by_n": list(m_by_n) if m_by_n else None})
+            metrics.update({"schedule": schedule.get_config(), "m_by_n": list(m_by_n) if m_by_n else None,
+                            "gradual": gradual_from is not None,
+                            "gradual_from": list(gradual_from) if gradual_from else None})
         else:
-            history = fit(model)
+            history = fit(model).history
     metrics["accuracy"] = accuracy(model, encoded.test)
     metrics["validation_accuracy"] = accuracy(model, encoded.validation)
     metrics["split"], metrics["num_examples"] = "test", len(encoded.test)
-    metrics["history"] = {k: [float(v) for v in vs] for k, vs in history.history.items()}
+    metrics["history"] = {k: [float(v) for v in vs] for k, vs in history.items()}
     report = P.sparsity_report(model, include_embeddings=args.include_embeddings,
                                include_classifier=args.include_classifier, layers=args.layers,
                                tflite=not args.skip_tflite_report, seq_length=seq_length)
