@@ -86,6 +86,8 @@ def main(argv=None):
                         "the FFN output projections (default: none, every matmul int8)")
     p.add_argument("--outlier-channels", choices=("auto", "none"), default="auto",
                    help="`tfspeed qat --outlier-channels` (default: auto)")
+    p.add_argument("--smooth", choices=("auto", "none"), default="auto",
+                   help="`tfspeed qat --smooth` (default: auto)")
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -115,8 +117,10 @@ def main(argv=None):
                                      batch_size=args.batch_size, learning_rate=args.learning_rate,
                                      callbacks=[Progress()], verbose=0, calibration_batches=8,
                                      float_outputs=float_outputs,
-                                     outlier_channels=None if args.outlier_channels == "none" else "auto")
+                                     outlier_channels=None if args.outlier_channels == "none" else "auto",
+                                     smooth=None if args.smooth == "none" else "auto")
     results["outlier_channels"] = qat.split_of(qat_model)
+    results["smoothed_layer_norms"] = qat.smoothed_layer_norms(qat_model)
     log(f"outlier channels computed apart: {results['outlier_channels']}")
     results["qat_train_seconds"] = time.perf_counter() - t
     results["qat_history"] = {k: [float(v) for v in vs] for k, vs in history.history.items()}

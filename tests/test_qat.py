@@ -190,6 +190,86 @@ def test_outlier_channels_get_their_own_int8_fully_connected(float_model, toy, t
     np.testing.assert_allclose(reloaded(x).numpy(), q(x).numpy(), atol=1e-5)
 
 
+def _with_norm_and_unit_outliers(float_model, channel=5, unit=7):
+    """MiniLM-like outliers: one LayerNorm output channel ~10x the others and one FFN intermediate unit ~10x."""
+    model = keras.models.clone_model(float_model)
+    model.set_weights(float_model.get_weights())
+    for i in range(CONFIG.num_layers):
+        norm = model.get_layer(f"layer_{i}_attention_layer_norm")
+        gamma, beta = norm.get_weights()
+        gamma[channel] *= 10.0
+        norm.set_weights([gamma, beta])
+        inner = model.get_layer(f"layer_{i}_intermediate")
+        kernel, bias = inner.get_weights()
+        kernel[:, unit] *= 4.0
+        bias[unit] += 8.0
+        inner.set_weights([kernel, bias])
+    return model
+
+
+def test_smoothing_gives_outlier_norms_and_units_a_finer_int8_step(float_model, toy, tmp_path):
+    """LayerNorm outlier channels scaled down into the next kernels, FFN outlier units computed apart: the same
+    function in float, every matmul still int8, finer int8 steps on the LayerNorm and GELU outputs."""
+    model = _with_norm_and_unit_outliers(float_model)
+    scales = qat.layer_norm_scales(model, toy[0], batch_size=16)
+    units = qat.find_outlier_channels(model, toy[0], qat.OUTLIER_UNITS, batch_size=16)
+    assert units == {f"layer_{i}_intermediate": [7] for i in range(CONFIG.num_layers)}
+    for i in range(CONFIG.num_layers):
+        s = scales[f"layer_{i}_attention_layer_norm"]
+        assert s[5] > 2 and s[5] == s.max()  # the outlier channel is divided the most
+    smooth = qat.split_units(qat.smooth_layer_norms(model, scales), units)
+    x, _ = toy[1].batch(np.arange(8))
+    np.testing.assert_allclose(smooth(x).numpy(), model(x).numpy(), atol=1e-4)  # the same function in float
+    assert sorted(qat.smoothed_layer_norms(smooth)) == sorted(scales)
+    assert smooth.get_layer("layer_0_intermediate_outliers").units == 1
+
+    def steps(q):
+        tflite = qat.to_tflite(q, SEQ)
+        scale = {t["name"]: t["quantization"][0] for op, _, outs in _op_tensors(tflite) for t in outs
+                 if t["dtype"] == np.int8}
+        norm = max(v for k, v in scale.items() if "layer_0_attention_layer_norm/" in k)
+        gelu = max(v for k, v in scale.items() if "layer_0_intermediate/" in k and "Gelu" in k)
+        return tflite, norm, gelu
+
+    plain = qat.quantize(model)
+    qat.calibrate(plain, toy[0], num_batches=4, batch_size=16)
+    smoothed = qat.quantize(model, layer_norm_scales=scales, outlier_units=units)
+    qat.calibrate(smoothed, toy[0], num_batches=4, batch_size=16)
+    _, plain_norm, plain_gelu = steps(plain)
+    tflite, norm, gelu = steps(smoothed)
+    assert norm < plain_norm / 2 and gelu < plain_gelu / 2
+    assert qat.int8_fractions(tflite) == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
+    test = toy[1]
+    keras_logits, lite_logits = predict_logits(smoothed, test), export.evaluate(tflite, test)
+    assert np.mean(keras_logits.argmax(-1) == lite_logits.argmax(-1)) >= 0.97
+    assert np.mean(keras_logits.argmax(-1) == test.labels) >= accuracy(model, test) - 0.05
+
+    # the split-off units stay zero while fitting; the smoothing survives a reload
+    fit_classifier(smoothed, _head(toy[0], 32), epochs=1, batch_size=16, learning_rate=1e-3, verbose=0)
+    kernel = [w for w in smoothed.get_layer("quant_layer_0_intermediate").weights
+              if w.name.split("/")[-1] == "kernel:0"][0].numpy()
+    assert np.all(kernel[:, 7] == 0)
+    path = tmp_path / "smooth.keras"
+    smoothed.save(path)
+    with qat.quantize_scope():
+        reloaded = keras.models.load_model(path)
+    assert sorted(qat.smoothed_layer_norms(reloaded)) == sorted(scales)
+    np.testing.assert_allclose(reloaded(x).numpy(), smoothed(x).numpy(), atol=1e-5)
+
+
+def test_smoothing_refuses_bad_input(float_model, toy):
+    with pytest.raises(ValueError, match="'layer_0_output' is not a Dense layer of `model` feeding exactly one Dense"):
+        qat.split_units(float_model, {"layer_0_output": [1]})
+    with pytest.raises(ValueError, match=r"units\['layer_0_intermediate'\].*\[0, 48\)"):
+        qat.split_units(float_model, {"layer_0_intermediate": [48]})
+    with pytest.raises(ValueError, match="'layer_0_query' is not a LayerNormalization"):
+        qat.smooth_layer_norms(float_model, {"layer_0_query": np.ones(32)})
+    with pytest.raises(ValueError, match="weight_growth=0.5"):
+        qat.layer_norm_scales(float_model, toy[0], weight_growth=0.5)
+    with pytest.raises(ValueError, match="smooth='yes'"):
+        qat.qat_fit(float_model, toy[0], smooth="yes")
+
+
 def test_split_channels_refuses_bad_channels(float_model):
     with pytest.raises(ValueError, match="'layer_0_softmax' is not a Dense layer"):
         qat.split_channels(float_model, {"layer_0_softmax": [1]})

@@ -73,12 +73,15 @@ _OUTPUT_QUANTIZED = (keras.layers.LayerNormalization, L.QueryKeyProduct, L.Maske
 # dimensions in the hundreds, so one per-tensor int8 range there has a step of ~1 for values that are mostly ~1, and
 # TFLite then also computes the LayerNorm MEAN in int8 (rounded to that step), which the Keras fake-quant graph does
 # not do: measured on MiniLM, Keras-vs-.tflite argmax agreement 0.893 with the Adds quantized.
-_LEFT_FLOAT = (keras.layers.InputLayer, L.PositionEmbedding, L.AttentionMask, keras.layers.Dropout, keras.layers.Add)
+_LEFT_FLOAT = (keras.layers.InputLayer, L.PositionEmbedding, L.AttentionMask, keras.layers.Dropout, keras.layers.Add,
+               L.ChannelScale)
 SOFTMAX_RANGE = (0.0, 255.0 / 256.0)
 """The attention probabilities' int8 range: TFLite's (scale 1/256, zero point -128). A learned [0, ~1] range (scale
 1/255) makes the converter quantize the softmax to 1/256 and then requantize to 1/255: a double rounding on every
 probability that the Keras model does not simulate."""
 OUTLIER_OUTPUTS = (r"layer_\d+_output",)
+OUTLIER_UNITS = (r"layer_\d+_intermediate",)
+"""`find_outlier_channels` layers for `split_units`: the FFN intermediate (GELU) Dense layers."""
 """`float_outputs` for BERTs with outlier channels: the FFN output projections (`layer_<i>_output`) stay float."""
 SUPPORTED_LAYERS = (keras.layers.Dense, keras.layers.Embedding) + _OUTPUT_QUANTIZED + _LEFT_FLOAT
 """The layer classes `quantize` handles; any other layer is refused with the list of offenders."""
@@ -487,7 +490,7 @@ def split_channels(model: keras.Model, channels: dict) -> keras.Model:
                          f"Received: channels={channels!r}")
     config = model.get_config()
     by_name = {l["name"]: l for l in config["layers"]}
-    renamed, added = {}, {}
+    renamed, added, new_names = {}, {}, set()
     for name, picked in channels.items():
         layer = by_name.get(name)
         if layer is None or layer["class_name"] != "Dense":
@@ -513,6 +516,7 @@ def split_channels(model: keras.Model, channels: dict) -> keras.Model:
         layer["config"] = {**layer["config"], "kernel_constraint": zero,
                            "bias_constraint": zero if base.get("use_bias", True) else None}
         renamed[name], added[name] = f"{name}_merge", ([outliers, place, merge], picked)
+        new_names |= {f"{name}_outliers", f"{name}_place"}
 
     for layer in config["layers"]:
         if layer["name"] not in renamed:
@@ -531,7 +535,7 @@ def split_channels(model: keras.Model, channels: dict) -> keras.Model:
                 w[..., picked] = 0.0
             layer.set_weights(weights)
             split.get_layer(f"{layer.name}_place").set_weights([np.eye(layer.units, dtype=np.float32)[picked]])
-        elif layer.weights and not layer.name.endswith(("_outliers", "_place")):
+        elif layer.weights and layer.name not in new_names:
             layer.set_weights(model.get_layer(layer.name).get_weights())
     return split
 
@@ -544,6 +548,195 @@ def split_of(model: keras.Model) -> dict:
         if isinstance(inner, keras.layers.Dense) and isinstance(inner.kernel_constraint, ZeroChannels):
             found[inner.name] = list(inner.kernel_constraint.channels)
     return found
+
+
+def _consumers(config, name) -> list:
+    return [l for l in config["layers"] if any(t[0] == name for node in l["inbound_nodes"] for t in node)]
+
+
+def _reroute(layer, old, new):
+    layer["inbound_nodes"] = [[[new if t[0] == old else t[0], *t[1:]] for t in node] for node in layer["inbound_nodes"]]
+
+
+def _rebuild(config):
+    with keras.utils.custom_object_scope(custom_objects()):
+        return keras.Model.from_config(config)
+
+
+def split_units(model: keras.Model, units: dict) -> keras.Model:
+    """A copy of `model` in which the given units of an FFN intermediate Dense are computed apart (the same function
+    in float), so the int8 range of the intermediate output is set by the ordinary units.
+
+    MiniLM's FFN intermediates have one unit whose GELU output reaches ~25 where the others stay below ~6: one
+    per-tensor int8 range has a step of ~0.13 for activations mostly below 1, and a rounding difference there spreads
+    through every later layer (see `smooth`). Each Dense `<name>` in `units` becomes: `<name>` (the picked columns held
+    at zero by `ZeroChannels`: GELU(0) = 0), `<name>_outliers` (the picked units, same activation),
+    `<name>_outliers_output` (their rows of the next Dense, no bias) and `<name>_outliers_merge` (float Add onto the
+    next Dense's output). All FULLY_CONNECTED int8 in TFLite.
+
+    Args:
+        model: a float tfspeed BERT classifier.
+        units: `{intermediate Dense name: [units]}`, e.g. `find_outlier_channels(model, data, OUTLIER_UNITS)`.
+    """
+    if not isinstance(units, dict):
+        raise ValueError(f"Received an invalid value for `units`, expected a dict {{Dense name: [units]}}. "
+                         f"Received: units={units!r}")
+    config = model.get_config()
+    by_name = {l["name"]: l for l in config["layers"]}
+    plan = {}
+    for name, picked in units.items():
+        layer = by_name.get(name)
+        nxt = [c for c in _consumers(config, name)] if layer else []
+        if layer is None or layer["class_name"] != "Dense" or len(nxt) != 1 or nxt[0]["class_name"] != "Dense":
+            raise ValueError(f"Received an invalid value for `units`: {name!r} is not a Dense layer of `model` feeding "
+                             f"exactly one Dense (an FFN intermediate).")
+        width = int(layer["config"]["units"])
+        picked = sorted({int(u) for u in picked})
+        if not picked or picked[0] < 0 or picked[-1] >= width or len(picked) == width:
+            raise ValueError(f"Received an invalid value for `units[{name!r}]`, expected a non-empty list of units in "
+                             f"[0, {width}) that leaves some out. Received: {units[name]!r}")
+        out = nxt[0]
+        base = {k: v for k, v in layer["config"].items() if k != "name"}
+        dtype = base.get("dtype", "float32")
+        new = [{"class_name": "Dense", "name": f"{name}_outliers", "inbound_nodes": layer["inbound_nodes"],
+                "config": {**base, "name": f"{name}_outliers", "units": len(picked)}},
+               {"class_name": "Dense", "name": f"{name}_outliers_output",
+                "inbound_nodes": [[[f"{name}_outliers", 0, 0, {}]]],
+                "config": {"name": f"{name}_outliers_output", "units": int(out["config"]["units"]),
+                           "use_bias": False, "trainable": True, "dtype": dtype}},
+               {"class_name": "Add", "name": f"{name}_outliers_merge",
+                "inbound_nodes": [[[out["name"], 0, 0, {}], [f"{name}_outliers_output", 0, 0, {}]]],
+                "config": {"name": f"{name}_outliers_merge", "trainable": True, "dtype": dtype}}]
+        for consumer in _consumers(config, out["name"]):
+            _reroute(consumer, out["name"], f"{name}_outliers_merge")
+        zero = keras.constraints.serialize(ZeroChannels(picked))
+        layer["config"] = {**layer["config"], "kernel_constraint": zero,
+                           "bias_constraint": zero if base.get("use_bias", True) else None}
+        at = config["layers"].index(out)
+        config["layers"][at + 1:at + 1] = new
+        plan[name] = (picked, out["name"])
+    split = _rebuild(config)
+    added = {f"{n}_{suffix}" for n in plan for suffix in ("outliers", "outliers_output")}
+    for layer in split.layers:
+        if layer.weights and layer.name not in added:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    for name, (picked, out_name) in plan.items():
+        kernel, *bias = model.get_layer(name).get_weights()
+        split.get_layer(f"{name}_outliers").set_weights([kernel[:, picked], *[b[picked] for b in bias]])
+        kernel[:, picked] = 0.0
+        split.get_layer(name).set_weights([kernel, *[np.where(np.isin(np.arange(b.size), picked), 0.0, b)
+                                                     for b in bias]])
+        out_kernel, *out_bias = model.get_layer(out_name).get_weights()
+        split.get_layer(f"{name}_outliers_output").set_weights([out_kernel[picked]])
+        out_kernel[picked] = 0.0  # their input is now GELU(0) = 0; zero rows also keep them out of the int8 kernel range
+        split.get_layer(out_name).set_weights([out_kernel, *out_bias])
+    return split
+
+
+def _dense_consumers(config, name):
+    """The Dense layers reading `name` (through Dropout layers) and the other readers, as `(dense, others)` where
+    `others` are `(layer config, source name)`."""
+    dense, others = [], []
+    for consumer in _consumers(config, name):
+        if consumer["class_name"] == "Dropout":
+            d, o = _dense_consumers(config, consumer["name"])
+            dense, others = dense + d, others + o
+        elif consumer["class_name"] == "Dense":
+            dense.append(consumer)
+        else:
+            others.append((consumer, name))
+    return dense, others
+
+
+def layer_norm_scales(model: keras.Model, data, ratio: float = 2.0, weight_growth: float = 2.0,
+                      num_batches: int = 4, batch_size: int = 32) -> dict:
+    """`{LayerNormalization name: per-channel divisors}` that bring the LayerNorm outputs' outlier channels down to
+    `ratio` x the median channel's largest |value| (on real tokens of `data`), as far as the Dense layers reading them
+    can take the factor into their kernel rows without raising their per-tensor int8 kernel range (SmoothQuant's
+    migration, Xiao et al. 2023, capped so that no weight loses resolution). LayerNorms read by no Dense are skipped.
+
+    Args:
+        model: a float tfspeed BERT classifier. data: an `EncodedSplit`.
+        ratio: Defaults to `2.0`.
+        weight_growth: how much a reading Dense's largest |kernel| may grow (its int8 kernel step grows as much).
+            Defaults to `2.0` (`1.0`: no weight loses resolution).
+        num_batches, batch_size: Default `4` batches of `32`.
+    """
+    for arg, value in (("ratio", ratio), ("weight_growth", weight_growth)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or \
+                (arg == "weight_growth" and value < 1):
+            raise ValueError(f"Received an invalid value for `{arg}`, expected a number {'>= 1' if arg == 'weight_growth' else '> 0'}. "
+                             f"Received: {arg}={value!r}")
+    config = model.get_config()
+    norms = [l for l in model.layers if isinstance(l, keras.layers.LayerNormalization)
+             and _dense_consumers(config, l.name)[0]]
+    if not norms:
+        return {}
+    probe = keras.Model(model.inputs, [l.output for l in norms])
+    absmax = [np.zeros(int(l.output.shape[-1])) for l in norms]
+    for idx in data.batch_indices(batch_size, shuffle=True, rng=np.random.default_rng(0))[:num_batches]:
+        x, _ = data.batch(idx)
+        outputs = probe(x, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        real = np.asarray(x["input_mask"]).astype(bool)
+        for k, out in enumerate(outputs):
+            absmax[k] = np.maximum(absmax[k], np.abs(np.asarray(out)[real]).max(axis=0))
+    scales = {}
+    for norm, a in zip(norms, absmax):
+        want = a / (ratio * np.median(a))
+        cap = np.full_like(a, np.inf)
+        for dense in _dense_consumers(config, norm.name)[0]:
+            kernel = np.abs(model.get_layer(dense["name"]).get_weights()[0])
+            cap = np.minimum(cap, weight_growth * kernel.max() / np.maximum(kernel.max(axis=1), 1e-12))
+        s = np.maximum(1.0, np.minimum(want, cap))
+        if (s > 1.0).any():
+            scales[norm.name] = s.astype(np.float32)
+    return scales
+
+
+def smooth_layer_norms(model: keras.Model, scales: dict) -> keras.Model:
+    """A copy of `model` whose LayerNorm outputs are divided per channel by `scales` (`layer_norm_scales`): gamma and
+    beta divided, the kernel rows of the Dense layers reading them multiplied, and a float `ChannelScale` giving the
+    residual stream (and any other reader) its original values back. The same function in float; once quantized, the
+    LayerNorm outputs get a finer int8 step.
+    """
+    if not isinstance(scales, dict):
+        raise ValueError(f"Received an invalid value for `scales`, expected a dict {{LayerNorm name: divisors}}. "
+                         f"Received: scales={scales!r}")
+    config = model.get_config()
+    by_name = {l["name"]: l for l in config["layers"]}
+    rows = {}
+    for name, s in scales.items():
+        if name not in by_name or by_name[name]["class_name"] != "LayerNormalization":
+            raise ValueError(f"Received an invalid value for `scales`: {name!r} is not a LayerNormalization of `model`.")
+        dense, others = _dense_consumers(config, name)
+        for d in dense:
+            rows[d["name"]] = np.asarray(s, np.float32)
+        for reader, source in others:
+            restore = f"{name}_restore"
+            if restore not in by_name:
+                layer = {"class_name": "ChannelScale", "name": restore, "inbound_nodes": [[[source, 0, 0, {}]]],
+                         "config": {"name": restore, "trainable": False, "dtype": "float32",
+                                    "scales": [float(v) for v in s]}}
+                config["layers"].insert(config["layers"].index(by_name[source]) + 1, layer)
+                by_name[restore] = layer
+            _reroute(reader, source, restore)
+    smoothed = _rebuild(config)
+    for layer in smoothed.layers:
+        if layer.weights:
+            weights = model.get_layer(layer.name).get_weights()
+            if layer.name in scales:  # gamma, beta
+                weights = [w / scales[layer.name] for w in weights]
+            elif layer.name in rows:
+                weights[0] = weights[0] * rows[layer.name][:, None]
+            layer.set_weights(weights)
+    return smoothed
+
+
+def smoothed_layer_norms(model: keras.Model) -> list:
+    """Names of the LayerNorms whose outputs `smooth_layer_norms` scaled down in `model` (each has a `<name>_restore`)."""
+    return [l.name[:-len("_restore")] for l in model.layers
+            if isinstance(getattr(l, "layer", l), L.ChannelScale) and l.name.endswith("_restore")]
 
 
 def _annotator(preserve_sparsity: bool, quantize_embeddings: bool = True, float_outputs=()):
@@ -602,7 +795,7 @@ def _scheme(preserve_sparsity: bool):
 
 
 def quantize(model: keras.Model, preserve_sparsity: bool = False, float_outputs=(),
-             outlier_channels=None) -> keras.Model:
+             outlier_channels=None, outlier_units=None, layer_norm_scales=None) -> keras.Model:
     """A quantization-aware copy of a tfspeed BERT classifier (the caller's model is not changed).
 
     Every Dense is fake-quantized with TFMOT's default 8-bit config; the outputs of LayerNormalization, attention
@@ -621,6 +814,9 @@ def quantize(model: keras.Model, preserve_sparsity: bool = False, float_outputs=
         outlier_channels: `{Dense name: [output channels]}` (`find_outlier_channels`) computed by a Dense of their own
             with its own int8 range (`split_channels`): every FULLY_CONNECTED stays int8 and the ordinary channels
             keep their resolution. Defaults to `None` (no split).
+        outlier_units: `{FFN intermediate Dense name: [units]}` computed apart (`split_units`). Defaults to `None`.
+        layer_norm_scales: `{LayerNorm name: per-channel divisors}` (`layer_norm_scales`) applied first
+            (`smooth_layer_norms`). Defaults to `None`.
 
     Returns:
         A new functional model whose layers are `quant_*` wrappers; weights copied from `model`.
@@ -636,6 +832,10 @@ def quantize(model: keras.Model, preserve_sparsity: bool = False, float_outputs=
                          f"(str). Received: float_outputs={float_outputs!r}")
     model = to_native(model) if _hub_layers(model) else model
     _check_model(model)
+    if layer_norm_scales:
+        model = smooth_layer_norms(model, layer_norm_scales)
+    if outlier_units:
+        model = split_units(model, outlier_units)
     if outlier_channels:
         model = split_channels(model, outlier_channels)
     with quantize_scope():
@@ -710,7 +910,8 @@ def calibrate(qat_model: keras.Model, data, num_batches: int = 8, batch_size: in
 
 def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_size: int = 32,
             learning_rate: float = 2e-5, preserve_sparsity: bool = False, strategy=None, callbacks=(),
-            verbose="auto", calibration_batches: int = 8, float_outputs=(), outlier_channels="auto"):
+            verbose="auto", calibration_batches: int = 8, float_outputs=(), outlier_channels="auto",
+            smooth="auto"):
     """Quantizes `model` and fine-tunes the QAT copy with `fit`; returns `(qat_model, history)`.
 
     The copy is made inside `strategy.scope()`, so its variables (fake-quant ranges included) are distributed; its
@@ -726,6 +927,11 @@ def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_s
         float_outputs: see `quantize`. Defaults to `()`.
         outlier_channels: see `quantize`; `"auto"` finds them on `train` (`find_outlier_channels` on the FFN outputs),
             `None` splits nothing. Defaults to `"auto"`.
+        smooth: `"auto"` also finds the LayerNorm outlier channels (`layer_norm_scales`) and the FFN intermediate
+            outlier units (`find_outlier_channels(..., OUTLIER_UNITS)`) on `train` and gives them the same treatment
+            (`quantize(layer_norm_scales=..., outlier_units=...)`): finer int8 steps where a rounding difference
+            between Keras and TFLite would otherwise spread through the later layers. `None`: neither.
+            Defaults to `"auto"`.
         strategy: a `tf.distribute.Strategy`. Defaults to the current (default) strategy.
         callbacks: Keras callbacks for `fit`. Defaults to `()`.
         calibration_batches: training batches that set the activation ranges before fitting (`calibrate`); `0`
@@ -735,15 +941,22 @@ def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_s
 
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        if isinstance(outlier_channels, str):
-            if outlier_channels != "auto":
-                raise ValueError(f"Received an invalid value for `outlier_channels`, expected 'auto', None or a dict "
-                                 f"{{Dense name: [channels]}}. Received: outlier_channels={outlier_channels!r}")
-            model = to_native(model) if _hub_layers(model) else model
-            _check_model(model)
+        if smooth not in ("auto", None):
+            raise ValueError(f"Received an invalid value for `smooth`, expected 'auto' or None. "
+                             f"Received: smooth={smooth!r}")
+        if isinstance(outlier_channels, str) and outlier_channels != "auto":
+            raise ValueError(f"Received an invalid value for `outlier_channels`, expected 'auto', None or a dict "
+                             f"{{Dense name: [channels]}}. Received: outlier_channels={outlier_channels!r}")
+        model = to_native(model) if _hub_layers(model) else model
+        _check_model(model)
+        if outlier_channels == "auto":
             outlier_channels = find_outlier_channels(model, train, batch_size=batch_size)
+        scales, units = None, None
+        if smooth == "auto":
+            scales = layer_norm_scales(model, train, batch_size=batch_size)
+            units = find_outlier_channels(model, train, OUTLIER_UNITS, batch_size=batch_size)
         qat_model = quantize(model, preserve_sparsity=preserve_sparsity, float_outputs=float_outputs,
-                             outlier_channels=outlier_channels)
+                             outlier_channels=outlier_channels, outlier_units=units, layer_norm_scales=scales)
         if calibration_batches:
             calibrate(qat_model, train, num_batches=calibration_batches, batch_size=batch_size)
         history = fit_classifier(qat_model, train, validation, epochs=epochs, batch_size=batch_size,

@@ -38,6 +38,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="'auto': the FFN output channels whose range is far above the others' (BERT's outlier "
                         "dimensions, found on the training data) get a FULLY_CONNECTED and an int8 range of their own, "
                         "so the other channels keep a fine int8 step; 'none': one range per output (default: auto)")
+    p.add_argument("--smooth", choices=("auto", "none"), default="auto",
+                   help="'auto': also scale the LayerNorm outputs' outlier channels down into the next Dense kernels "
+                        "(SmoothQuant-style) and compute the FFN intermediate's outlier units apart, so those int8 "
+                        "inputs get a finer step and the .tflite follows the Keras model more closely (default: auto)")
     p.add_argument("--preserve-sparsity", action="store_true",
                    help="keep the zeros of a pruned model through QAT (prune-preserving 8-bit scheme)")
     _cli.add_data_args(p)
@@ -93,6 +97,7 @@ def run(args) -> int:
                                      preserve_sparsity=args.preserve_sparsity,
                                      float_outputs=_float_outputs(args.float_outputs),
                                      outlier_channels=None if args.outlier_channels == "none" else "auto",
+                                     smooth=None if args.smooth == "none" else "auto",
                                      strategy=_cli.make_strategy(args.strategy), verbose=verbose)
     train_seconds = time.perf_counter() - start
     keras_logits = predict_logits(qat_model, encoded.test)
@@ -112,7 +117,7 @@ def run(args) -> int:
         "dataset": dataset.name, "model": str(args.model), "seq_length": seq_length, "epochs": args.epochs,
         "batch_size": args.batch_size, "learning_rate": args.learning_rate,
         "preserve_sparsity": args.preserve_sparsity, "float_outputs": list(_float_outputs(args.float_outputs)),
-        "outlier_channels": qat.split_of(qat_model),
+        "outlier_channels": qat.split_of(qat_model), "smoothed_layer_norms": qat.smoothed_layer_norms(qat_model),
         "train_examples": len(encoded.train),
         "train_seconds": train_seconds, "tflite": TFLITE_NAME,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},

@@ -124,5 +124,22 @@ class FirstToken(keras.layers.Layer):
         return inputs[:, 0, :]
 
 
+@_register
+class ChannelScale(keras.layers.Layer):
+    """Multiplies the last axis by fixed per-channel `scales` (no weights). QAT's outlier smoothing puts it where a
+    LayerNorm whose outlier channels were scaled down feeds the residual stream, which needs the original values."""
+
+    def __init__(self, scales, **kwargs):
+        super().__init__(**kwargs)
+        self.scales = [float(v) for v in scales]
+
+    def call(self, inputs):
+        return inputs * tf.constant(self.scales, dtype=inputs.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "scales": list(self.scales)}
+
+
 CUSTOM_OBJECTS = {cls.__name__: cls for cls in
-                  (PositionEmbedding, AttentionMask, QueryKeyProduct, MaskedSoftmax, AttentionContext, FirstToken)}
+                  (PositionEmbedding, AttentionMask, QueryKeyProduct, MaskedSoftmax, AttentionContext, FirstToken,
+                   ChannelScale)}
