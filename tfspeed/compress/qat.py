@@ -82,6 +82,7 @@ probability that the Keras model does not simulate."""
 OUTLIER_OUTPUTS = (r"layer_\d+_output",)
 OUTLIER_UNITS = (r"layer_\d+_intermediate",)
 """`find_outlier_channels` layers for `split_units`: the FFN intermediate (GELU) Dense layers."""
+_UNIT_OUTPUTS = (r"layer_\d+_intermediate_outliers_output",)
 """`float_outputs` for BERTs with outlier channels: the FFN output projections (`layer_<i>_output`) stay float."""
 SUPPORTED_LAYERS = (keras.layers.Dense, keras.layers.Embedding) + _OUTPUT_QUANTIZED + _LEFT_FLOAT
 """The layer classes `quantize` handles; any other layer is refused with the list of offenders."""
@@ -949,14 +950,17 @@ def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_s
                              f"{{Dense name: [channels]}}. Received: outlier_channels={outlier_channels!r}")
         model = to_native(model) if _hub_layers(model) else model
         _check_model(model)
-        if outlier_channels == "auto":
-            outlier_channels = find_outlier_channels(model, train, batch_size=batch_size)
-        scales, units = None, None
-        if smooth == "auto":
+        if smooth == "auto":  # on the float model first: the outlier channels are then found on what is left
             scales = layer_norm_scales(model, train, batch_size=batch_size)
+            model = smooth_layer_norms(model, scales) if scales else model
             units = find_outlier_channels(model, train, OUTLIER_UNITS, batch_size=batch_size)
+            model = split_units(model, units) if units else model
+        if outlier_channels == "auto":
+            # the split-off units' own output projection carries the big channels too: split it the same way
+            outlier_channels = find_outlier_channels(model, train, OUTLIER_OUTPUTS + _UNIT_OUTPUTS,
+                                                     batch_size=batch_size)
         qat_model = quantize(model, preserve_sparsity=preserve_sparsity, float_outputs=float_outputs,
-                             outlier_channels=outlier_channels, outlier_units=units, layer_norm_scales=scales)
+                             outlier_channels=outlier_channels)
         if calibration_batches:
             calibrate(qat_model, train, num_batches=calibration_batches, batch_size=batch_size)
         history = fit_classifier(qat_model, train, validation, epochs=epochs, batch_size=batch_size,
