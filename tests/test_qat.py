@@ -257,6 +257,16 @@ def test_smoothing_gives_outlier_norms_and_units_a_finer_int8_step(float_model, 
     np.testing.assert_allclose(reloaded(x).numpy(), smoothed(x).numpy(), atol=1e-5)
 
 
+def test_qat_fit_smooths_by_default(float_model, toy):
+    model = _with_norm_and_unit_outliers(float_model)
+    q, _ = qat.qat_fit(model, _head(toy[0], 64), epochs=1, batch_size=16, learning_rate=1e-4, verbose=0)
+    assert qat.smoothed_layer_norms(q)  # the LayerNorm outlier channel was scaled down
+    assert all(f"layer_{i}_intermediate" in qat.split_of(q) for i in range(CONFIG.num_layers))  # unit 7 apart
+    plain, _ = qat.qat_fit(model, _head(toy[0], 64), epochs=1, batch_size=16, learning_rate=1e-4, verbose=0,
+                           smooth=None)
+    assert not qat.smoothed_layer_norms(plain) and "layer_0_intermediate" not in qat.split_of(plain)
+
+
 def test_smoothing_refuses_bad_input(float_model, toy):
     with pytest.raises(ValueError, match="'layer_0_output' is not a Dense layer of `model` feeding exactly one Dense"):
         qat.split_units(float_model, {"layer_0_output": [1]})
