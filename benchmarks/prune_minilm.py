@@ -82,6 +82,8 @@ def main(argv=None):
         sys.exit(f"{args.teacher}/metrics.json does not exist yet: the teacher is not ready.")
     teacher, info = artifacts.load_model_dir(args.teacher)
     limit = 256 if args.quick else args.limit
+    if args.quick:  # 8 steps per epoch: a mask update every 10 steps would never reach the polynomial target
+        args.frequency = 1
     limit = limit or None
     encoded = EncodedDataset(load_dataset("rotten_tomatoes"), Tokenizer(info.vocab_path, args.seq_length),
                              limit=limit, eval_limit=128 if args.quick else None)
