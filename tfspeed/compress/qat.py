@@ -412,6 +412,23 @@ def _check_model(model):
 
 # === Outlier channels ===
 
+def _channel_absmax(model, layers, data, num_batches: int, batch_size: int) -> list:
+    """Per layer of `layers`, the largest |output| of each channel (last axis) over the real tokens of a few batches
+    of `data` (an `EncodedSplit`; padding ignored)."""
+    if not hasattr(data, "batch_indices"):
+        raise ValueError(f"Expected an `EncodedSplit` for `data`. Received: {type(data).__name__}")
+    probe = keras.Model(model.inputs, [l.output for l in layers])
+    absmax = [np.zeros(int(l.output.shape[-1])) for l in layers]
+    for idx in data.batch_indices(batch_size, shuffle=True, rng=np.random.default_rng(0))[:num_batches]:
+        x, _ = data.batch(idx)
+        outputs = probe(x, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        real = np.asarray(x["input_mask"]).astype(bool)
+        for k, out in enumerate(outputs):
+            absmax[k] = np.maximum(absmax[k], np.abs(np.asarray(out)[real]).max(axis=0))
+    return absmax
+
+
 def find_outlier_channels(model: keras.Model, data, layers=OUTLIER_OUTPUTS, ratio: float = 6.0, max_channels: int = 16,
                           num_batches: int = 4, batch_size: int = 32) -> dict:
     """`{Dense name: [output channels]}`: the channels whose largest |output| on real tokens is above `ratio` x the
@@ -433,23 +450,12 @@ def find_outlier_channels(model: keras.Model, data, layers=OUTLIER_OUTPUTS, rati
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 1:
         raise ValueError(f"Received an invalid value for `ratio`, expected a number > 1. Received: ratio={ratio!r}")
     _checks.positive_int("max_channels", max_channels)
-    if not hasattr(data, "batch_indices"):
-        raise ValueError(f"Expected an `EncodedSplit` for `data`. Received: {type(data).__name__}")
     patterns = [re.compile(p) for p in ([layers] if isinstance(layers, str) else layers)]
     dense = [l for l in model.layers if isinstance(l, keras.layers.Dense) and any(p.fullmatch(l.name) for p in patterns)]
     if not dense:
         raise ValueError(f"No Dense layer of `model` matches `layers`={layers!r}.")
-    probe = keras.Model(model.inputs, [l.output for l in dense])
-    absmax = [np.zeros(int(l.units)) for l in dense]
-    for idx in data.batch_indices(batch_size, shuffle=True, rng=np.random.default_rng(0))[:num_batches]:
-        x, _ = data.batch(idx)
-        outputs = probe(x, training=False)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        real = np.asarray(x["input_mask"]).astype(bool)
-        for k, out in enumerate(outputs):
-            absmax[k] = np.maximum(absmax[k], np.abs(np.asarray(out)[real]).max(axis=0))
     found = {}
-    for layer, m in zip(dense, absmax):
+    for layer, m in zip(dense, _channel_absmax(model, dense, data, num_batches, batch_size)):
         channels = [int(c) for c in np.argsort(-m)[:max_channels] if m[c] > ratio * np.median(m)]
         if channels:
             found[layer.name] = sorted(channels)
@@ -663,27 +669,17 @@ def layer_norm_scales(model: keras.Model, data, ratio: float = 2.0, weight_growt
             Defaults to `2.0` (`1.0`: no weight loses resolution).
         num_batches, batch_size: Default `4` batches of `32`.
     """
-    for arg, value in (("ratio", ratio), ("weight_growth", weight_growth)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or \
-                (arg == "weight_growth" and value < 1):
-            raise ValueError(f"Received an invalid value for `{arg}`, expected a number {'>= 1' if arg == 'weight_growth' else '> 0'}. "
+    for arg, value, low, expected in (("ratio", ratio, 0.0, "> 0"), ("weight_growth", weight_growth, 1.0, ">= 1")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or value == 0:
+            raise ValueError(f"Received an invalid value for `{arg}`, expected a number {expected}. "
                              f"Received: {arg}={value!r}")
     config = model.get_config()
     norms = [l for l in model.layers if isinstance(l, keras.layers.LayerNormalization)
              and _dense_consumers(config, l.name)[0]]
     if not norms:
         return {}
-    probe = keras.Model(model.inputs, [l.output for l in norms])
-    absmax = [np.zeros(int(l.output.shape[-1])) for l in norms]
-    for idx in data.batch_indices(batch_size, shuffle=True, rng=np.random.default_rng(0))[:num_batches]:
-        x, _ = data.batch(idx)
-        outputs = probe(x, training=False)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        real = np.asarray(x["input_mask"]).astype(bool)
-        for k, out in enumerate(outputs):
-            absmax[k] = np.maximum(absmax[k], np.abs(np.asarray(out)[real]).max(axis=0))
     scales = {}
-    for norm, a in zip(norms, absmax):
+    for norm, a in zip(norms, _channel_absmax(model, norms, data, num_batches, batch_size)):
         want = a / (ratio * np.median(a))
         cap = np.full_like(a, np.inf)
         for dense in _dense_consumers(config, norm.name)[0]:
