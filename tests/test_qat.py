@@ -53,6 +53,12 @@ def _wrapped(model):
     return {l.layer.name: l for l in model.layers if hasattr(l, "quantize_config")}
 
 
+def _copy(model):
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def test_quantize_wraps_every_dense_and_the_attention_layers_only(float_model):
     before = [w.copy() for w in float_model.get_weights()]
     q = qat.quantize(float_model)
@@ -123,8 +129,7 @@ def _assert_residual_float_and_tables_int8(tflite):
 def test_agrees_with_keras_on_padded_inputs_with_a_residual_outlier(float_model, toy):
     """A BERT-like outlier dimension in the residual stream (one channel ~25x the others, as MiniLM's FFN outputs);
     the file must compute what Keras simulated, padding included."""
-    model = keras.models.clone_model(float_model)
-    model.set_weights(float_model.get_weights())
+    model = _copy(float_model)
     for i in range(CONFIG.num_layers):
         layer = model.get_layer(f"layer_{i}_output")
         kernel, bias = layer.get_weights()
@@ -143,8 +148,7 @@ def test_agrees_with_keras_on_padded_inputs_with_a_residual_outlier(float_model,
 
 
 def _with_outlier(float_model, channel=3, shift=25.0):
-    model = keras.models.clone_model(float_model)
-    model.set_weights(float_model.get_weights())
+    model = _copy(float_model)
     for i in range(CONFIG.num_layers):
         layer = model.get_layer(f"layer_{i}_output")
         kernel, bias = layer.get_weights()
@@ -192,8 +196,7 @@ def test_outlier_channels_get_their_own_int8_fully_connected(float_model, toy, t
 
 def _with_norm_and_unit_outliers(float_model, channel=5, unit=7):
     """MiniLM-like outliers: one LayerNorm output channel ~10x the others and one FFN intermediate unit ~10x."""
-    model = keras.models.clone_model(float_model)
-    model.set_weights(float_model.get_weights())
+    model = _copy(float_model)
     for i in range(CONFIG.num_layers):
         norm = model.get_layer(f"layer_{i}_attention_layer_norm")
         gamma, beta = norm.get_weights()
@@ -384,8 +387,7 @@ def _dense_kernels(model):
 
 
 def _pruned_copy(model, sparsity=0.5):
-    pruned = keras.models.clone_model(model)
-    pruned.set_weights(model.get_weights())
+    pruned = _copy(model)
     for layer in pruned.layers:
         if isinstance(layer, keras.layers.Dense):
             kernel, bias = layer.get_weights()
