@@ -593,7 +593,7 @@ def split_units(model: keras.Model, units: dict) -> keras.Model:
     plan = {}
     for name, picked in units.items():
         layer = by_name.get(name)
-        nxt = [c for c in _consumers(config, name)] if layer else []
+        nxt = _consumers(config, name) if layer else []
         if layer is None or layer["class_name"] != "Dense" or len(nxt) != 1 or nxt[0]["class_name"] != "Dense":
             raise ValueError(f"Received an invalid value for `units`: {name!r} is not a Dense layer of `model` feeding "
                              f"exactly one Dense (an FFN intermediate).")
