@@ -51,6 +51,9 @@ def main(argv=None):
                         help="comma-separated runs, in order (default: all; also p50enc, and m24g: one epoch at 1:4 before 2:4)")
     parser.add_argument("--include-embeddings", action=argparse.BooleanOptionalAction, default=True,
                         help="prune the word embeddings too in p50/m24/p80 (default: on; p50enc never does)")
+    parser.add_argument("--embedding-sparsity", type=float, default=None,
+                        help="the embedding tables' own sparsity, unstructured even in m24/m24g (default: as the "
+                             "kernels)")
     parser.add_argument("--distill", action="store_true",
                         help="p50/m24/p80 fine-tune with distillation from the dense model (`tfspeed prune --distill`)")
     parser.add_argument("--hidden-weight", type=float, default=0.0,
@@ -151,11 +154,13 @@ def main(argv=None):
         schedule = P.schedule_for_epochs(sparsity or 0.5, args.epochs, steps, kind, frequency=args.frequency)
         t = time.perf_counter()
         pruned, history = P.prune_and_fit(teacher, fit_pruned, args.epochs, gradual_from=gradual_from,
-                                          schedule=schedule, m_by_n=m_by_n, include_embeddings=include_embeddings)
+                                          schedule=schedule, m_by_n=m_by_n, include_embeddings=include_embeddings,
+                                          embedding_sparsity=args.embedding_sparsity if include_embeddings else None)
         train_s = time.perf_counter() - t
         stripped = P.strip(pruned)
         return measure(name, stripped, {"schedule": schedule.get_config(), "m_by_n": m_by_n,
                                         "gradual_from": gradual_from,
+                                        "embedding_sparsity": args.embedding_sparsity if include_embeddings else None,
                                         "epochs": args.epochs + (1 if gradual_from else 0),
                                         "distill": bool(args.distill),
                                         "hidden_weight": args.hidden_weight if args.distill else None,

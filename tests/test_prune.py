@@ -99,6 +99,24 @@ def test_tfmot_schedule_object_and_embeddings_classifier(classifier, data):
     assert report["layers"]["word_embeddings"]["sparsity"] >= 0.79 and report["sparsity"] >= 0.79
 
 
+def test_m_by_n_kernels_with_unstructured_embedding_tables(classifier, data):
+    pruned = P.prune(classifier, schedule="constant", m_by_n=(2, 4), frequency=1, include_embeddings=True,
+                     embedding_sparsity=0.7)
+    _fit(pruned, data, epochs=1)
+    stripped = P.strip(pruned)
+    report = P.sparsity_report(stripped, include_embeddings=True, tflite=False)
+    table = stripped.get_layer("word_embeddings").get_weights()[0]
+    assert report["layers"]["word_embeddings"]["sparsity"] == pytest.approx(0.7, abs=0.01)
+    assert (np.count_nonzero(table.reshape(-1, 4), axis=-1) < 2).any()  # not 2:4: the table is unstructured
+    for name, kernel in P.targeted_weights(stripped).items():  # kernels stay 2:4
+        assert (np.count_nonzero(kernel.T.reshape(kernel.shape[1], -1, 4), axis=-1) <= 2).all(), name
+    with pytest.raises(ValueError, match=r"`embedding_sparsity`.*include_embeddings=True.*Received: "
+                                         r"embedding_sparsity=0.7, include_embeddings=False"):
+        P.prune(classifier, schedule="constant", m_by_n=(2, 4), embedding_sparsity=0.7)
+    with pytest.raises(ValueError, match=r"`embedding_sparsity`, expected a float in \[0, 1\)"):
+        P.prune(classifier, schedule="constant", include_embeddings=True, embedding_sparsity=1.5)
+
+
 def test_layers_argument_prunes_only_those(classifier, data):
     pruned = P.prune(classifier, sparsity=0.5, schedule="constant", layers=["layer_1_intermediate"], frequency=1)
     assert [l.layer.name for l in pruned.layers if isinstance(l, P.PruneLowMagnitude)] == ["layer_1_intermediate"]

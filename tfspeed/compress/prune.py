@@ -369,7 +369,8 @@ def _clone(model, clone_layer, model_cls):
 def prune(model: keras.Model, sparsity: Optional[float] = None, schedule="polynomial", m_by_n=None,
           begin_step: int = 0, end_step: Optional[int] = None, frequency: Optional[int] = None,
           epochs: Optional[float] = None, steps_per_epoch: Optional[int] = None, include_embeddings: bool = False,
-          include_classifier: bool = False, layers: Optional[Sequence[str]] = None) -> keras.Model:
+          include_classifier: bool = False, layers: Optional[Sequence[str]] = None,
+          embedding_sparsity: Optional[float] = None) -> keras.Model:
     """A copy of `model` with TFMOT magnitude pruning on its kernels. The caller's model is not changed.
 
     Targets every Dense kernel of attention (query/key/value/attention_output), FFN (intermediate/output) and pooler,
@@ -389,6 +390,9 @@ def prune(model: keras.Model, sparsity: Optional[float] = None, schedule="polyno
         include_classifier: also prune the `classifier` Dense. Defaults to `False`.
         layers: prune exactly these layer names instead (native layer names, also inside a tfspeed hub export).
             Defaults to `None`.
+        embedding_sparsity: with `include_embeddings`, the embedding tables' own final sparsity in [0, 1), pruned
+            unstructured on the same schedule even with `m_by_n` (a lookup table has no m:n matmul to speed up). Native
+            models only. Defaults to `None` (the tables are pruned like the kernels).
 
     Returns:
         A `PrunedModel` (functional) with `PruneLowMagnitude` wrappers. Load a saved one inside `prune_scope()`.
@@ -415,6 +419,16 @@ def prune(model: keras.Model, sparsity: Optional[float] = None, schedule="polyno
     params = {"pruning_schedule": pruning_schedule}
     if m_by_n is not None:
         params["sparsity_m_by_n"] = m_by_n
+    table_params = params
+    tables = {l.name for l in model.layers if isinstance(_unwrap(l), keras.layers.Embedding)} & set(native)
+    if embedding_sparsity is not None:
+        if not tables or hubs:
+            raise ValueError("`embedding_sparsity` sets the sparsity of a native model's embedding tables: pass "
+                             "`include_embeddings=True` and a native tfspeed BERT (import a hub.KerasLayer with "
+                             "`tfspeed.hub.build_classifier_from`). Received: embedding_sparsity="
+                             f"{embedding_sparsity!r}, include_embeddings={include_embeddings!r}, hub layers {hubs}")
+        table_params = {"pruning_schedule": _with_sparsity(pruning_schedule,
+                                                           _check_sparsity(embedding_sparsity, "embedding_sparsity"))}
 
     def clone_layer(layer):
         if layer.name in hubs:
@@ -427,13 +441,28 @@ def prune(model: keras.Model, sparsity: Optional[float] = None, schedule="polyno
                                  f"query/kernel` (Model Garden). Received: {[v.name for v in layer.weights][:6]}...")
             return _wrap(new, params)
         new = _fresh(layer)
-        return _wrap(new, params) if layer.name in native else new
+        if layer.name not in native:
+            return new
+        return _wrap(new, table_params if layer.name in tables else params)
 
     if not native and not hubs:
         raise ValueError(f"`model` {model.name!r} has nothing to prune: no Dense kernel of attention / FFN / pooler and "
                          "no hub.KerasLayer BERT. Pass a tfspeed BERT, a classifier on a hub.KerasLayer, or name the "
                          f"layers with `layers=`. Layers of the model: {[l.name for l in model.layers][:12]}")
     return _clone(model, clone_layer, PrunedModel)
+
+
+def _with_sparsity(schedule, sparsity: float):
+    """`schedule` (TFMOT `ConstantSparsity` / `PolynomialDecay`) with the same steps and another final sparsity."""
+    config = schedule.get_config()["config"]
+    if isinstance(schedule, _sparsity.ConstantSparsity):
+        return _sparsity.ConstantSparsity(**{**config, "target_sparsity": sparsity})
+    if isinstance(schedule, _sparsity.PolynomialDecay):
+        return _sparsity.PolynomialDecay(**{**config, "final_sparsity": sparsity,
+                                            "initial_sparsity": min(config["initial_sparsity"], sparsity)})
+    raise ValueError("`embedding_sparsity` derives the tables' schedule from a TFMOT ConstantSparsity or "
+                     f"PolynomialDecay. Received: schedule={type(schedule).__name__}; pass one of those, or prune the "
+                     "tables with their own `prune(..., layers=[...])` call.")
 
 
 def _wrap(layer, params):

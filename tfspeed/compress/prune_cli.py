@@ -61,6 +61,9 @@ def register(subparsers):
     g.add_argument("--end-epoch", type=float, default=None,
                    help="epoch at which the final sparsity is reached (default: 0.7 x --epochs)")
     g.add_argument("--include-embeddings", action="store_true", help="also prune word/type embeddings")
+    g.add_argument("--embedding-sparsity", type=float, default=None,
+                   help="with --include-embeddings: the tables' own sparsity, unstructured even with --m-by-n "
+                        "(default: as the kernels)")
     g.add_argument("--include-classifier", action="store_true", help="also prune the classifier Dense")
     g.add_argument("--layers", default=None, type=lambda s: [n for n in s.split(",") if n],
                    help="prune exactly these comma-separated layer names (default: attention, FFN and pooler)")
@@ -175,9 +178,10 @@ def prune_model_dir(args) -> dict:
                 model, lambda student, epochs: fit(student, P.pruning_callbacks(args.log_dir, per_layer=False), epochs),
                 args.epochs, gradual_from=gradual_from, schedule=schedule, m_by_n=m_by_n,
                 include_embeddings=args.include_embeddings, include_classifier=args.include_classifier,
-                layers=args.layers)
+                layers=args.layers, embedding_sparsity=args.embedding_sparsity)
             model = P.strip(pruned)
             metrics.update({"schedule": schedule.get_config(), "m_by_n": list(m_by_n) if m_by_n else None,
+                            "embedding_sparsity": args.embedding_sparsity,
                             "gradual": gradual_from is not None,
                             "gradual_from": list(gradual_from) if gradual_from else None})
         else:
