@@ -88,6 +88,9 @@ def main(argv=None):
                    help="`tfspeed qat --outlier-channels` (default: auto)")
     p.add_argument("--smooth", choices=("auto", "none"), default="auto",
                    help="`tfspeed qat --smooth` (default: auto)")
+    p.add_argument("--calibration-percentile", type=float, default=None,
+                   help="`tfspeed qat --calibration-percentile` (default: min / max)")
+    p.add_argument("--freeze-ranges", action="store_true", help="`tfspeed qat --freeze-ranges`")
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -102,6 +105,7 @@ def main(argv=None):
     teacher_logits = predict_logits(teacher, test)
     results = {"teacher": args.teacher, "seq_length": args.seq_length, "epochs": args.epochs,
                "learning_rate": args.learning_rate, "batch_size": args.batch_size, "calibration_batches": 8,
+               "calibration_percentile": args.calibration_percentile, "freeze_ranges": args.freeze_ranges,
                "split": "test",
                "num_examples": len(test), "train_examples": len(encoded.train),
                "float_keras_accuracy": float(np.mean(teacher_logits.argmax(-1) == test.labels))}
@@ -118,7 +122,9 @@ def main(argv=None):
                                      callbacks=[Progress()], verbose=0, calibration_batches=8,
                                      float_outputs=float_outputs,
                                      outlier_channels=None if args.outlier_channels == "none" else "auto",
-                                     smooth=None if args.smooth == "none" else "auto")
+                                     smooth=None if args.smooth == "none" else "auto",
+                                     calibration_percentile=args.calibration_percentile,
+                                     freeze_ranges=args.freeze_ranges)
     results["outlier_channels"] = qat.split_of(qat_model)
     results["smoothed_layer_norms"] = qat.smoothed_layer_norms(qat_model)
     log(f"outlier channels computed apart: {results['outlier_channels']}")

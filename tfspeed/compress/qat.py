@@ -98,20 +98,38 @@ class RangeQuantizer(_qk.quantizers.MovingAverageQuantizer):
 
     Args:
         num_bits: Defaults to `8`. per_axis: Defaults to `False`. symmetric: Defaults to `False`.
-        narrow_range: Defaults to `False`. ema_decay: decay of the moving averages while training. Defaults to `0.999`.
+        narrow_range: Defaults to `False`. ema_decay: decay of the moving averages while training (`1`: the range
+            stays as it is). Defaults to `0.999`.
     """
 
     def __init__(self, num_bits: int = 8, per_axis: bool = False, symmetric: bool = False, narrow_range: bool = False,
                  ema_decay: float = 0.999):
         super().__init__(num_bits=num_bits, per_axis=per_axis, symmetric=symmetric, narrow_range=narrow_range)
-        if isinstance(ema_decay, bool) or not isinstance(ema_decay, (int, float)) or not 0 <= ema_decay < 1:
-            raise ValueError(f"Received an invalid value for `ema_decay`, expected a float in [0, 1). "
+        if isinstance(ema_decay, bool) or not isinstance(ema_decay, (int, float)) or not 0 <= ema_decay <= 1:
+            raise ValueError(f"Received an invalid value for `ema_decay`, expected a float in [0, 1] (1: frozen). "
                              f"Received: ema_decay={ema_decay!r}")
         self.ema_decay = float(ema_decay)
+
+    # Set by `calibrate(percentile=...)` while it runs: batch ranges from the percentiles, not the extremes.
+    calibration_percentile = None
 
     def __call__(self, inputs, training, weights, **kwargs):
         from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
 
+        if training and self.calibration_percentile is not None and not self.per_axis:
+            flat = tf.reshape(inputs, [-1])
+            size = tf.cast(tf.size(flat), tf.float32)
+            k = tf.maximum(1, tf.cast(tf.math.ceil(size * (1.0 - self.calibration_percentile / 100.0)), tf.int32))
+            high = tf.maximum(tf.reduce_min(tf.math.top_k(flat, k).values), 0.0)
+            low = tf.minimum(-tf.reduce_min(tf.math.top_k(-flat, k).values), 0.0)
+            # a tensor that is almost all zeros (an outlier channel placed back at full width) keeps its extremes
+            extremes = tf.maximum(tf.reduce_max(flat), 0.0) - tf.minimum(tf.reduce_min(flat), 0.0)
+            narrow = high - low < extremes / 16.0
+            high = tf.where(narrow, tf.maximum(tf.reduce_max(flat), 0.0), high)
+            low = tf.where(narrow, tf.minimum(tf.reduce_min(flat), 0.0), low)
+            for var, value in ((weights["min_var"], low), (weights["max_var"], high)):
+                var.assign(self.ema_decay * var + (1.0 - self.ema_decay) * value)
+            training = False
         return quant_ops.MovingAvgQuantize(inputs, weights["min_var"], weights["max_var"], ema_decay=self.ema_decay,
                                            is_training=training, num_bits=self.num_bits, per_channel=self.per_axis,
                                            symmetric=self.symmetric, narrow_range=self.narrow_range)
@@ -867,17 +885,23 @@ def _range_quantizers(model) -> list:
     return list(found.values())
 
 
-def calibrate(qat_model: keras.Model, data, num_batches: int = 8, batch_size: int = 32, seed: int = 0) -> int:
-    """Sets the activation ranges of a QAT model from real data: the mean of the per-batch min / max.
+def calibrate(qat_model: keras.Model, data, num_batches: int = 8, batch_size: int = 32, seed: int = 0,
+              percentile=None, freeze: bool = False) -> int:
+    """Sets the activation ranges of a QAT model from real data: the mean of the per-batch min / max (or percentiles).
 
-    Runs `num_batches` training-mode forward passes (no weight update) with each `RangeQuantizer`'s decay set to
-    k / (k + 1) at batch k, so the first batch replaces TFMOT's [-6, 6] start and later ones average in. `qat_fit` does
-    this before fitting.
+    Runs `num_batches` training-mode forward passes (no weight update, dropout off) with each `RangeQuantizer`'s decay
+    set to k / (k + 1) at batch k, so the first batch replaces TFMOT's [-6, 6] start and later ones average in.
+    `qat_fit` does this before fitting.
 
     Args:
         qat_model: a model from `quantize`.
         data: an `EncodedSplit` (e.g. the training split).
         num_batches: Defaults to `8`. batch_size: Defaults to `32`. seed: which batches. Defaults to `0`.
+        percentile: take each batch's range from the `percentile`-th and (100 - `percentile`)-th percentiles of the
+            values instead of their extremes (e.g. `99.99`): the rare extremes are clipped and every other value gets
+            a finer int8 step. Fixed ranges (the softmax's) are not changed. Defaults to `None` (min / max).
+        freeze: keep the ranges as calibrated through training (decay 1): the moving average would otherwise pull
+            them back out to the training batches' extremes, dropout-inflated. Defaults to `False`.
 
     Returns:
         The number of batches used.
@@ -885,6 +909,10 @@ def calibrate(qat_model: keras.Model, data, num_batches: int = 8, batch_size: in
     if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
         raise ValueError(f"Received an invalid value for `num_batches`, expected a positive integer. "
                          f"Received: num_batches={num_batches!r}")
+    if percentile is not None and (isinstance(percentile, bool) or not isinstance(percentile, (int, float))
+                                   or not 50 < percentile < 100):
+        raise ValueError(f"Received an invalid value for `percentile`, expected a number in (50, 100) such as 99.99, "
+                         f"or None for the min / max. Received: percentile={percentile!r}")
     if not hasattr(data, "batch_indices"):
         raise ValueError(f"Expected an `EncodedSplit` for `data`. Received: {type(data).__name__}")
     quantizers = _range_quantizers(qat_model)
@@ -893,22 +921,30 @@ def calibrate(qat_model: keras.Model, data, num_batches: int = 8, batch_size: in
                          "`tfspeed.compress.qat.quantize`.")
     batches = data.batch_indices(batch_size, shuffle=True, rng=np.random.default_rng(seed))[:num_batches]
     decays = [q.ema_decay for q in quantizers]
+    dropouts = [l for l in qat_model.layers if isinstance(getattr(l, "layer", l), keras.layers.Dropout)]
+    rates = [getattr(l, "layer", l).rate for l in dropouts]
     try:
+        for l in dropouts:
+            getattr(l, "layer", l).rate = 0.0
         for k, idx in enumerate(batches):
             for q in quantizers:
                 q.ema_decay = k / (k + 1)
+                q.calibration_percentile = None if percentile is None else float(percentile)
             x, _ = data.batch(idx)
             qat_model(x, training=True)
     finally:
         for q, decay in zip(quantizers, decays):
-            q.ema_decay = decay
+            q.ema_decay = 1.0 if freeze else decay
+            q.calibration_percentile = None
+        for l, rate in zip(dropouts, rates):
+            getattr(l, "layer", l).rate = rate
     return len(batches)
 
 
 def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_size: int = 32,
             learning_rate: float = 2e-5, preserve_sparsity: bool = False, strategy=None, callbacks=(),
             verbose="auto", calibration_batches: int = 8, float_outputs=(), outlier_channels="auto",
-            smooth="auto"):
+            smooth="auto", calibration_percentile=None, freeze_ranges: bool = False):
     """Quantizes `model` and fine-tunes the QAT copy with `fit`; returns `(qat_model, history)`.
 
     The copy is made inside `strategy.scope()`, so its variables (fake-quant ranges included) are distributed; its
@@ -933,6 +969,8 @@ def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_s
         callbacks: Keras callbacks for `fit`. Defaults to `()`.
         calibration_batches: training batches that set the activation ranges before fitting (`calibrate`); `0`
             keeps TFMOT's [-6, 6] start. Defaults to `8`.
+        calibration_percentile: see `calibrate(percentile=...)`. Defaults to `None`.
+        freeze_ranges: keep the calibrated ranges through fitting (`calibrate(freeze=True)`). Defaults to `False`.
     """
     from tfspeed.train import fit_classifier
 
@@ -958,7 +996,8 @@ def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_s
         qat_model = quantize(model, preserve_sparsity=preserve_sparsity, float_outputs=float_outputs,
                              outlier_channels=outlier_channels)
         if calibration_batches:
-            calibrate(qat_model, train, num_batches=calibration_batches, batch_size=batch_size)
+            calibrate(qat_model, train, num_batches=calibration_batches, batch_size=batch_size,
+                      percentile=calibration_percentile, freeze=freeze_ranges)
         history = fit_classifier(qat_model, train, validation, epochs=epochs, batch_size=batch_size,
                                  learning_rate=learning_rate, callbacks=callbacks, verbose=verbose)
     return qat_model, history
