@@ -326,6 +326,28 @@ def test_calibrate_replaces_tfmot_initial_ranges_with_the_data_ranges(float_mode
         qat.calibrate(q, toy[0], num_batches=0)
 
 
+def test_percentile_calibration_narrows_ranges_and_freeze_keeps_them_through_fit(float_model, toy):
+    ranges = lambda m: {n: [float(v) for v in l._output_quantizer_vars.values()]  # noqa: E731
+                        for n, l in _wrapped(m).items() if getattr(l, "_output_quantizer_vars", None)}
+    full, clipped = qat.quantize(float_model), qat.quantize(float_model)
+    qat.calibrate(full, toy[0], num_batches=4, batch_size=16)
+    qat.calibrate(clipped, toy[0], num_batches=4, batch_size=16, percentile=99.0, freeze=True)
+    a, b = ranges(full), ranges(clipped)
+    assert a.keys() == b.keys() and a
+    width = {n: (a[n][1] - a[n][0], b[n][1] - b[n][0]) for n in a}
+    assert all(w_clip <= w_full + 1e-6 for w_full, w_clip in width.values())
+    assert any(w_clip < 0.9 * w_full for w_full, w_clip in width.values())  # the extremes were clipped somewhere
+    assert all(q.ema_decay == 1.0 for q in qat._range_quantizers(clipped))
+    fit_classifier(clipped, toy[0], epochs=1, batch_size=16, learning_rate=1e-4, verbose=0)
+    assert ranges(clipped) == pytest.approx(b)  # frozen through fit
+    tflite = qat.to_tflite(clipped, SEQ)
+    assert qat.int8_fractions(tflite) == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
+    agree = np.mean(export.evaluate(tflite, toy[1]).argmax(-1) == predict_logits(clipped, toy[1]).argmax(-1))
+    assert agree >= 0.97
+    with pytest.raises(ValueError, match=r"`percentile`, expected a number in \(50, 100\).*Received: percentile=100"):
+        qat.calibrate(clipped, toy[0], percentile=100)
+
+
 def test_to_tflite_refuses_a_float_model_and_a_bad_seq_length(float_model, qat_model):
     with pytest.raises(ValueError, match="Expected a QAT model"):
         qat.to_tflite(float_model, SEQ)
