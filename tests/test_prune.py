@@ -117,6 +117,22 @@ def test_m_by_n_kernels_with_unstructured_embedding_tables(classifier, data):
         P.prune(classifier, schedule="constant", include_embeddings=True, embedding_sparsity=1.5)
 
 
+def test_gradual_route_takes_the_embedding_tables_through_a_milder_first_step(classifier, data):
+    seen = []
+
+    def fit(pruned, epochs):
+        history = _fit(pruned, data, epochs=epochs)
+        seen.append(P.sparsity_report(P.strip(pruned), include_embeddings=True, tflite=False)["layers"])
+        return history
+
+    pruned, history = P.prune_and_fit(classifier, fit, 1, m_by_n=(2, 4), gradual_from=(1, 4), schedule="constant",
+                                      frequency=1, include_embeddings=True, embedding_sparsity=0.6)
+    assert [s["word_embeddings"]["sparsity"] for s in seen] == [pytest.approx(0.3, abs=0.01),
+                                                                pytest.approx(0.6, abs=0.01)]
+    assert [s["layer_0_query"]["sparsity"] for s in seen] == [pytest.approx(0.25), pytest.approx(0.5)]
+    assert len(history["loss"]) == 2
+
+
 def test_layers_argument_prunes_only_those(classifier, data):
     pruned = P.prune(classifier, sparsity=0.5, schedule="constant", layers=["layer_1_intermediate"], frequency=1)
     assert [l.layer.name for l in pruned.layers if isinstance(l, P.PruneLowMagnitude)] == ["layer_1_intermediate"]

@@ -633,6 +633,7 @@ def prune_and_fit(model: keras.Model, fit, epochs: int, gradual_from=None, **kwa
         gradual_from: `(m0, n)` with 0 < m0 < m and the n of `m_by_n`, pruned for one epoch first. Defaults to `None`
             (one stage).
         **kwargs: passed to `prune` in every stage: `m_by_n`, `schedule`, `sparsity`, `include_embeddings`, ...
+            An `embedding_sparsity` is scaled by m0 / m in the first stage (0.3 then 0.6 for 1:4 then 2:4).
 
     Returns:
         `(pruned, history)`: the model of the last stage, still wrapped (`strip` it), and `{key: [float per epoch]}`
@@ -653,7 +654,10 @@ def prune_and_fit(model: keras.Model, fit, epochs: int, gradual_from=None, **kwa
     gradual_from = _check_gradual_from(gradual_from, m_by_n)
     start, histories = model, []
     if gradual_from is not None:
-        first = prune(model, m_by_n=gradual_from, **kwargs)
+        stage = dict(kwargs)
+        if stage.get("embedding_sparsity") is not None:  # the tables take the same milder first step as the kernels
+            stage["embedding_sparsity"] = stage["embedding_sparsity"] * gradual_from[0] / m_by_n[0]
+        first = prune(model, m_by_n=gradual_from, **stage)
         histories.append(fit(first, 1).history)
         start = strip(first)
     pruned = prune(start, m_by_n=m_by_n, **kwargs)
