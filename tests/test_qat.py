@@ -498,3 +498,7 @@ def test_cli_writes_qat_model_tflite_and_metrics(float_model, vocab_file, sentim
     loaded, info = artifacts.load_model_dir(out, scope=qat.custom_objects())
     assert qat.is_quantized(loaded) and info.stage == "qat" and info.seq_length == SEQ
     assert cli.main(argv) == 1 and "already exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(argv[:-2] + ["--calibration-percentile", "100", "--out", str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    assert "--calibration-percentile" in err and "expected a percentile in (50, 100)" in err and "'100'" in err

@@ -42,6 +42,12 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="'auto': also scale the LayerNorm outputs' outlier channels down into the next Dense kernels "
                         "(SmoothQuant-style) and compute the FFN intermediate's outlier units apart, so those int8 "
                         "inputs get a finer step and the .tflite follows the Keras model more closely (default: auto)")
+    p.add_argument("--calibration-percentile", type=_percentile, default=None,
+                   help="activation ranges from this percentile of the calibration batches' values (e.g. 99.99: the "
+                        "rare extremes are clipped, the rest get a finer int8 step), or 'none' for min / max "
+                        "(default: none)")
+    p.add_argument("--freeze-ranges", action=argparse.BooleanOptionalAction, default=False,
+                   help="keep the calibrated activation ranges through fine-tuning (default: off)")
     p.add_argument("--preserve-sparsity", action="store_true",
                    help="keep the zeros of a pruned model through QAT (prune-preserving 8-bit scheme)")
     _cli.add_data_args(p)
@@ -63,6 +69,19 @@ def _load_input(model_arg, num_classes: int):
         return model, info.vocab_path, info.seq_length, info.base, info.label_names
     model = hub.build_classifier_from(model_arg, num_classes=num_classes)
     return model, str(hub.vocab_path(model_arg)), None, str(model_arg), None
+
+
+def _percentile(text: str):
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 50 < value < 100:
+        raise argparse.ArgumentTypeError(f"expected a percentile in (50, 100) such as 99.99, or 'none'; received "
+                                         f"{text!r}")
+    return value
 
 
 def _float_outputs(text: str) -> tuple:
@@ -98,6 +117,8 @@ def run(args) -> int:
                                      float_outputs=_float_outputs(args.float_outputs),
                                      outlier_channels=None if args.outlier_channels == "none" else "auto",
                                      smooth=None if args.smooth == "none" else "auto",
+                                     calibration_percentile=args.calibration_percentile,
+                                     freeze_ranges=args.freeze_ranges,
                                      strategy=_cli.make_strategy(args.strategy), verbose=verbose)
     train_seconds = time.perf_counter() - start
     keras_logits = predict_logits(qat_model, encoded.test)
@@ -118,6 +139,7 @@ def run(args) -> int:
         "batch_size": args.batch_size, "learning_rate": args.learning_rate,
         "preserve_sparsity": args.preserve_sparsity, "float_outputs": list(_float_outputs(args.float_outputs)),
         "outlier_channels": qat.split_of(qat_model), "smoothed_layer_norms": qat.smoothed_layer_norms(qat_model),
+        "calibration_percentile": args.calibration_percentile, "freeze_ranges": args.freeze_ranges,
         "train_examples": len(encoded.train),
         "train_seconds": train_seconds, "tflite": TFLITE_NAME,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
