@@ -88,9 +88,10 @@ def main(argv=None):
                    help="`tfspeed qat --outlier-channels` (default: auto)")
     p.add_argument("--smooth", choices=("auto", "none"), default="auto",
                    help="`tfspeed qat --smooth` (default: auto)")
-    p.add_argument("--calibration-percentile", type=float, default=None,
-                   help="`tfspeed qat --calibration-percentile` (default: min / max)")
-    p.add_argument("--freeze-ranges", action="store_true", help="`tfspeed qat --freeze-ranges`")
+    p.add_argument("--calibration-percentile", type=float, default=99.99,
+                   help="`tfspeed qat --calibration-percentile`; 0 for min / max (default: 99.99)")
+    p.add_argument("--freeze-ranges", action=argparse.BooleanOptionalAction, default=True,
+                   help="`tfspeed qat --freeze-ranges` (default: on)")
     args = p.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -123,7 +124,7 @@ def main(argv=None):
                                      float_outputs=float_outputs,
                                      outlier_channels=None if args.outlier_channels == "none" else "auto",
                                      smooth=None if args.smooth == "none" else "auto",
-                                     calibration_percentile=args.calibration_percentile,
+                                     calibration_percentile=args.calibration_percentile or None,
                                      freeze_ranges=args.freeze_ranges)
     results["outlier_channels"] = qat.split_of(qat_model)
     results["smoothed_layer_norms"] = qat.smoothed_layer_norms(qat_model)

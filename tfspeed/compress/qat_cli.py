@@ -42,12 +42,13 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="'auto': also scale the LayerNorm outputs' outlier channels down into the next Dense kernels "
                         "(SmoothQuant-style) and compute the FFN intermediate's outlier units apart, so those int8 "
                         "inputs get a finer step and the .tflite follows the Keras model more closely (default: auto)")
-    p.add_argument("--calibration-percentile", type=_percentile, default=None,
+    p.add_argument("--calibration-percentile", type=_percentile, default=99.99,
                    help="activation ranges from this percentile of the calibration batches' values (e.g. 99.99: the "
                         "rare extremes are clipped, the rest get a finer int8 step), or 'none' for min / max "
-                        "(default: none)")
-    p.add_argument("--freeze-ranges", action=argparse.BooleanOptionalAction, default=False,
-                   help="keep the calibrated activation ranges through fine-tuning (default: off)")
+                        "(default: 99.99)")
+    p.add_argument("--freeze-ranges", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep the calibrated activation ranges through fine-tuning; --no-freeze-ranges lets the "
+                        "moving averages follow the training batches (default: on)")
     p.add_argument("--preserve-sparsity", action="store_true",
                    help="keep the zeros of a pruned model through QAT (prune-preserving 8-bit scheme)")
     _cli.add_data_args(p)
