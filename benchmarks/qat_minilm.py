@@ -128,6 +128,7 @@ def main(argv=None):
                                      freeze_ranges=args.freeze_ranges)
     results["outlier_channels"] = qat.split_of(qat_model)
     results["smoothed_layer_norms"] = qat.smoothed_layer_norms(qat_model)
+    results["outlier_heads"] = qat.split_heads_of(qat_model)
     log(f"outlier channels computed apart: {results['outlier_channels']}")
     results["qat_train_seconds"] = time.perf_counter() - t
     results["qat_history"] = {k: [float(v) for v in vs] for k, vs in history.history.items()}

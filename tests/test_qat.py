@@ -283,6 +283,70 @@ def test_smoothing_refuses_bad_input(float_model, toy):
         qat.qat_fit(float_model, toy[0], smooth="yes")
 
 
+def _with_outlier_head(float_model, head=1, factor=12.0):
+    """MiniLM layer 0-like: one attention head whose raw scores are ~10x the others' (its query columns scaled)."""
+    model = _copy(float_model)
+    size = CONFIG.hidden_size // CONFIG.num_heads
+    query = model.get_layer("layer_0_query")
+    kernel, bias = query.get_weights()
+    kernel[:, head * size:(head + 1) * size] *= factor
+    bias[head * size:(head + 1) * size] *= factor
+    query.set_weights([kernel, bias])
+    return model
+
+
+def test_outlier_heads_get_their_own_int8_batch_matmul(float_model, toy, tmp_path):
+    """A head with outlier scores computed apart: the same function in float (heads reordered exactly), the other
+    heads' scores get a finer int8 step, every matmul stays int8, the file agrees, the split survives a reload."""
+    from tfspeed.models.bert import config_of
+
+    model = _with_outlier_head(float_model)
+    heads = qat.find_outlier_heads(model, toy[0], batch_size=16)
+    assert heads == {"layer_0_scores": [1]}
+    assert qat.find_outlier_heads(float_model, toy[0], batch_size=16) == {}
+    split = qat.split_heads(model, heads)
+    x, _ = toy[1].batch(np.arange(8))
+    np.testing.assert_allclose(split(x).numpy(), model(x).numpy(), atol=1e-4)
+    assert split.get_layer("layer_0_scores").num_heads == CONFIG.num_heads - 1
+    assert qat.split_heads_of(split) == {"layer_0_scores": 1}
+    assert config_of(split).layer_num_heads == config_of(model).layer_num_heads  # still 4 heads per layer
+
+    def score_steps(q):
+        tflite = qat.to_tflite(q, SEQ)
+        steps = [outs[0]["quantization"][0] for op, _, outs in _op_tensors(tflite)
+                 if op == "BATCH_MATMUL" and "layer_0_scores" in outs[0]["name"]]
+        return tflite, steps
+
+    plain = qat.quantize(model)
+    qat.calibrate(plain, toy[0], num_batches=4, batch_size=16)
+    apart = qat.quantize(model, outlier_heads=heads)
+    qat.calibrate(apart, toy[0], num_batches=4, batch_size=16)
+    _, (plain_step,) = score_steps(plain)
+    tflite, steps = score_steps(apart)
+    assert len(steps) == 2 and min(steps) < plain_step / 4 and max(steps) >= plain_step / 2
+    assert qat.int8_fractions(tflite) == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
+    test = toy[1]
+    keras_logits, lite_logits = predict_logits(apart, test), export.evaluate(tflite, test)
+    assert np.mean(keras_logits.argmax(-1) == lite_logits.argmax(-1)) >= 0.97
+    path = tmp_path / "heads.keras"
+    apart.save(path)
+    with qat.quantize_scope():
+        reloaded = keras.models.load_model(path)
+    assert qat.split_heads_of(reloaded) == {"layer_0_scores": 1}
+    np.testing.assert_allclose(reloaded(x).numpy(), apart(x).numpy(), atol=1e-5)
+
+
+def test_split_heads_refuses_bad_heads(float_model, toy):
+    with pytest.raises(ValueError, match="'layer_0_query' is not an attention scores layer"):
+        qat.split_heads(float_model, {"layer_0_query": [1]})
+    with pytest.raises(ValueError, match=r"heads\['layer_0_scores'\].*\[0, 4\).*\[0, 1, 2, 3\]"):
+        qat.split_heads(float_model, {"layer_0_scores": [0, 1, 2, 3]})
+    with pytest.raises(ValueError, match="expected a dict"):
+        qat.split_heads(float_model, [1])
+    with pytest.raises(ValueError, match="ratio=1"):
+        qat.find_outlier_heads(float_model, toy[0], ratio=1)
+
+
 def test_split_channels_refuses_bad_channels(float_model):
     with pytest.raises(ValueError, match="'layer_0_softmax' is not a Dense layer"):
         qat.split_channels(float_model, {"layer_0_softmax": [1]})

@@ -74,7 +74,7 @@ _OUTPUT_QUANTIZED = (keras.layers.LayerNormalization, L.QueryKeyProduct, L.Maske
 # TFLite then also computes the LayerNorm MEAN in int8 (rounded to that step), which the Keras fake-quant graph does
 # not do: measured on MiniLM, Keras-vs-.tflite argmax agreement 0.893 with the Adds quantized.
 _LEFT_FLOAT = (keras.layers.InputLayer, L.PositionEmbedding, L.AttentionMask, keras.layers.Dropout, keras.layers.Add,
-               L.ChannelScale)
+               L.ChannelScale, keras.layers.Concatenate)
 SOFTMAX_RANGE = (0.0, 255.0 / 256.0)
 """The attention probabilities' int8 range: TFLite's (scale 1/256, zero point -128). A learned [0, ~1] range (scale
 1/255) makes the converter quantize the softmax to 1/256 and then requantize to 1/255: a double rounding on every
@@ -658,6 +658,140 @@ def split_units(model: keras.Model, units: dict) -> keras.Model:
     return split
 
 
+def find_outlier_heads(model: keras.Model, data, ratio: float = 4.0, num_batches: int = 4,
+                       batch_size: int = 32) -> dict:
+    """`{scores layer name: [heads]}`: the attention heads whose largest |raw score| between real tokens is above
+    `ratio` x the median head's in their layer.
+
+    MiniLM's layer 0 has one head whose scores reach ~250 where the median head's stay below ~25: one per-tensor int8
+    range for the layer's scores then has a step of 1.5 (0.26 in softmax logits) for every head, and a one-step
+    rounding difference between Keras and TFLite moves a probability by up to 17 of its 256 steps. `split_heads`
+    computes such heads in a BATCH_MATMUL of their own.
+
+    Args:
+        model: a float tfspeed BERT classifier. data: an `EncodedSplit`; padding tokens are ignored.
+        ratio: Defaults to `4.0`. num_batches, batch_size: how much data. Default `4` batches of `32`.
+    """
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 1:
+        raise ValueError(f"Received an invalid value for `ratio`, expected a number > 1. Received: ratio={ratio!r}")
+    if not hasattr(data, "batch_indices"):
+        raise ValueError(f"Expected an `EncodedSplit` for `data`. Received: {type(data).__name__}")
+    scores = [l for l in model.layers if isinstance(l, L.QueryKeyProduct)]
+    probe = keras.Model(model.inputs, [l.output for l in scores])
+    absmax = [np.zeros(l.num_heads) for l in scores]
+    for idx in data.batch_indices(batch_size, shuffle=True, rng=np.random.default_rng(0))[:num_batches]:
+        x, _ = data.batch(idx)
+        outputs = probe(x, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        real = np.asarray(x["input_mask"]).astype(bool)
+        pairs = real[:, None, :, None] & real[:, None, None, :]  # [batch, 1, query, key]
+        for k, out in enumerate(outputs):
+            out = np.where(pairs, np.abs(np.asarray(out)), 0.0)
+            absmax[k] = np.maximum(absmax[k], out.max(axis=(0, 2, 3)))
+    found = {}
+    for layer, m in zip(scores, absmax):
+        heads = [int(h) for h in np.flatnonzero(m > ratio * np.median(m))]
+        if heads and len(heads) < layer.num_heads:
+            found[layer.name] = heads
+    return found
+
+
+def split_heads(model: keras.Model, heads: dict) -> keras.Model:
+    """A copy of `model` in which the given heads' attention scores are computed apart (the same function in float),
+    so each group gets its own int8 range once quantized.
+
+    For each `<p>scores` in `heads`, the heads are reordered so the picked ones come last (the value columns and the
+    attention output rows follow, an exact permutation); `<p>query` / `<p>key` keep the other heads' columns and
+    `<p>query_outliers` / `<p>key_outliers` take the picked ones; `<p>scores` / `<p>scores_outliers` are two
+    BATCH_MATMULs with their own ranges, each with its softmax (`<p>softmax`, `<p>softmax_outliers`), and
+    `<p>softmax_merge` joins the probabilities on the heads axis. The join comes after the softmax because an int8
+    CONCATENATION gives its inputs one scale: joined before, the scores would share one range again; the
+    probabilities already share TFLite's (1/256), so the join is exact.
+
+    Args:
+        model: a float tfspeed BERT classifier.
+        heads: `{scores layer name: [heads]}`, e.g. `find_outlier_heads(model, data)`.
+    """
+    import copy
+
+    if not isinstance(heads, dict):
+        raise ValueError(f"Received an invalid value for `heads`, expected a dict {{scores layer name: [heads]}}. "
+                         f"Received: heads={heads!r}")
+    config = model.get_config()
+    by_name = {l["name"]: l for l in config["layers"]}
+    plan = {}
+    for name, picked in heads.items():
+        layer = by_name.get(name)
+        inner = model.get_layer(name) if layer else None
+        if not isinstance(inner, L.QueryKeyProduct) or not name.endswith("scores"):
+            raise ValueError(f"Received an invalid value for `heads`: {name!r} is not an attention scores layer "
+                             f"(QueryKeyProduct) of `model`.")
+        n = inner.num_heads
+        picked = sorted({int(h) for h in picked})
+        if not picked or picked[0] < 0 or picked[-1] >= n or len(picked) == n:
+            raise ValueError(f"Received an invalid value for `heads[{name!r}]`, expected a non-empty list of heads in "
+                             f"[0, {n}) that leaves some out. Received: {heads[name]!r}")
+        p = name[:-len("scores")]
+        (query, _, _, _), (key, _, _, _) = layer["inbound_nodes"][0]
+        keep = [h for h in range(n) if h not in picked]
+        for dense in (query, key):
+            by_name[dense]["config"]["units"] = len(keep) * inner.head_size
+        new = []
+        for dense in (query, key):
+            extra = copy.deepcopy(by_name[dense])
+            extra["name"] = extra["config"]["name"] = f"{dense}_outliers"
+            extra["config"]["units"] = len(picked) * inner.head_size
+            new.append(extra)
+        outliers = copy.deepcopy(layer)
+        outliers["name"] = outliers["config"]["name"] = f"{name}_outliers"
+        outliers["config"]["num_heads"] = len(picked)
+        outliers["inbound_nodes"] = [[[f"{query}_outliers", 0, 0, {}], [f"{key}_outliers", 0, 0, {}]]]
+        layer["config"]["num_heads"] = len(keep)
+        softmax = _consumers(config, name)
+        if len(softmax) != 1 or "MaskedSoftmax" not in softmax[0]["class_name"]:
+            raise ValueError(f"Received an invalid value for `heads`: {name!r} does not feed one MaskedSoftmax.")
+        softmax = softmax[0]
+        probs = copy.deepcopy(softmax)
+        probs["name"] = probs["config"]["name"] = f"{softmax['name']}_outliers"
+        _reroute(probs, name, f"{name}_outliers")
+        merge = {"class_name": "Concatenate", "name": f"{softmax['name']}_merge",
+                 "inbound_nodes": [[[softmax["name"], 0, 0, {}], [probs["name"], 0, 0, {}]]],
+                 "config": {"name": f"{softmax['name']}_merge", "axis": 1, "trainable": True,
+                            "dtype": layer["config"].get("dtype", "float32")}}
+        for consumer in _consumers(config, softmax["name"]):
+            _reroute(consumer, softmax["name"], merge["name"])
+        at = config["layers"].index(layer)
+        config["layers"][at + 1:at + 1] = new + [outliers]
+        at = config["layers"].index(softmax)
+        config["layers"][at + 1:at + 1] = [probs, merge]
+        plan[name] = (p, query, key, keep, picked, inner.head_size)
+    split = _rebuild(config)
+    changed = {}
+    for name, (p, query, key, keep, picked, size) in plan.items():
+        cols = lambda hs: np.concatenate([np.arange(h * size, (h + 1) * size) for h in hs])  # noqa: E731
+        for dense in (query, key):
+            kernel, *bias = model.get_layer(dense).get_weights()
+            changed[dense] = [kernel[:, cols(keep)], *[b[cols(keep)] for b in bias]]
+            changed[f"{dense}_outliers"] = [kernel[:, cols(picked)], *[b[cols(picked)] for b in bias]]
+        order = cols(keep + picked)
+        value = model.get_layer(f"{p}value").get_weights()
+        changed[f"{p}value"] = [value[0][:, order], *[b[order] for b in value[1:]]]
+        out = model.get_layer(f"{p}attention_output").get_weights()
+        changed[f"{p}attention_output"] = [out[0][order], *out[1:]]
+    for layer in split.layers:
+        if layer.name in changed:
+            layer.set_weights(changed[layer.name])
+        elif layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    return split
+
+
+def split_heads_of(model: keras.Model) -> dict:
+    """`{scores layer name: number of heads computed apart}` in `model` (by `split_heads`)."""
+    return {getattr(l, "layer", l).name[:-len("_outliers")]: getattr(l, "layer", l).num_heads for l in model.layers
+            if isinstance(getattr(l, "layer", l), L.QueryKeyProduct) and getattr(l, "layer", l).name.endswith("_outliers")}
+
+
 def _dense_consumers(config, name):
     """The Dense layers reading `name` (through Dropout layers) and the other readers, as `(dense, others)` where
     `others` are `(layer config, source name)`."""
@@ -810,7 +944,7 @@ def _scheme(preserve_sparsity: bool):
 
 
 def quantize(model: keras.Model, preserve_sparsity: bool = False, float_outputs=(),
-             outlier_channels=None, outlier_units=None, layer_norm_scales=None) -> keras.Model:
+             outlier_channels=None, outlier_units=None, layer_norm_scales=None, outlier_heads=None) -> keras.Model:
     """A quantization-aware copy of a tfspeed BERT classifier (the caller's model is not changed).
 
     Every Dense is fake-quantized with TFMOT's default 8-bit config; the outputs of LayerNormalization, attention
@@ -832,6 +966,8 @@ def quantize(model: keras.Model, preserve_sparsity: bool = False, float_outputs=
         outlier_units: `{FFN intermediate Dense name: [units]}` computed apart (`split_units`). Defaults to `None`.
         layer_norm_scales: `{LayerNorm name: per-channel divisors}` (`layer_norm_scales`) applied first
             (`smooth_layer_norms`). Defaults to `None`.
+        outlier_heads: `{scores layer name: [heads]}` whose attention scores get a BATCH_MATMUL and an int8 range of
+            their own (`split_heads`, `find_outlier_heads`). Defaults to `None`.
 
     Returns:
         A new functional model whose layers are `quant_*` wrappers; weights copied from `model`.
@@ -851,6 +987,8 @@ def quantize(model: keras.Model, preserve_sparsity: bool = False, float_outputs=
         model = smooth_layer_norms(model, layer_norm_scales)
     if outlier_units:
         model = split_units(model, outlier_units)
+    if outlier_heads:
+        model = split_heads(model, outlier_heads)
     if outlier_channels:
         model = split_channels(model, outlier_channels)
     with quantize_scope():
@@ -961,9 +1099,11 @@ def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_s
         outlier_channels: see `quantize`; `"auto"` finds them on `train` (`find_outlier_channels` on the FFN outputs),
             `None` splits nothing. Defaults to `"auto"`.
         smooth: `"auto"` also finds the LayerNorm outlier channels (`layer_norm_scales`) and the FFN intermediate
-            outlier units (`find_outlier_channels(..., OUTLIER_UNITS)`) on `train` and gives them the same treatment
-            (`quantize(layer_norm_scales=..., outlier_units=...)`): finer int8 steps where a rounding difference
-            between Keras and TFLite would otherwise spread through the later layers. `None`: neither.
+            outlier units (`find_outlier_channels(..., OUTLIER_UNITS)`) and the attention heads with outlier scores
+            (`find_outlier_heads`) on `train` and gives them the same treatment
+            (`quantize(layer_norm_scales=..., outlier_units=..., outlier_heads=...)`): finer int8 steps where a
+            rounding difference between Keras and TFLite would otherwise spread through the later layers. `None`:
+            none of these.
             Defaults to `"auto"`.
         strategy: a `tf.distribute.Strategy`. Defaults to the current (default) strategy.
         callbacks: Keras callbacks for `fit`. Defaults to `()`.
@@ -991,6 +1131,8 @@ def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_s
             model = smooth_layer_norms(model, scales) if scales else model
             units = find_outlier_channels(model, train, OUTLIER_UNITS, batch_size=batch_size)
             model = split_units(model, units) if units else model
+            heads = find_outlier_heads(model, train, batch_size=batch_size)
+            model = split_heads(model, heads) if heads else model
         if outlier_channels == "auto":
             # the split-off units' own output projection carries the big channels too: split it the same way
             outlier_channels = find_outlier_channels(model, train, OUTLIER_OUTPUTS + _UNIT_OUTPUTS,

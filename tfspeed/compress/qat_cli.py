@@ -40,8 +40,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "so the other channels keep a fine int8 step; 'none': one range per output (default: auto)")
     p.add_argument("--smooth", choices=("auto", "none"), default="auto",
                    help="'auto': also scale the LayerNorm outputs' outlier channels down into the next Dense kernels "
-                        "(SmoothQuant-style) and compute the FFN intermediate's outlier units apart, so those int8 "
-                        "inputs get a finer step and the .tflite follows the Keras model more closely (default: auto)")
+                        "(SmoothQuant-style) and compute the FFN intermediate's outlier units and the attention heads "
+                        "with outlier scores apart, so those int8 inputs get a finer step and the .tflite follows the "
+                        "Keras model more closely (default: auto)")
     p.add_argument("--calibration-percentile", type=_percentile, default=99.99,
                    help="activation ranges from this percentile of the calibration batches' values (e.g. 99.99: the "
                         "rare extremes are clipped, the rest get a finer int8 step), or 'none' for min / max "
@@ -140,6 +141,7 @@ def run(args) -> int:
         "batch_size": args.batch_size, "learning_rate": args.learning_rate,
         "preserve_sparsity": args.preserve_sparsity, "float_outputs": list(_float_outputs(args.float_outputs)),
         "outlier_channels": qat.split_of(qat_model), "smoothed_layer_norms": qat.smoothed_layer_norms(qat_model),
+        "outlier_heads": qat.split_heads_of(qat_model),
         "calibration_percentile": args.calibration_percentile, "freeze_ranges": args.freeze_ranges,
         "train_examples": len(encoded.train),
         "train_seconds": train_seconds, "tflite": TFLITE_NAME,

@@ -129,6 +129,9 @@ def config_of(model: keras.Model) -> BertConfig:
     num_layers = sum(1 for n in names if n.startswith("layer_") and n.endswith("_query"))
     word, scores0 = get("word_embeddings"), get("layer_0_scores")
     heads = [get(f"layer_{i}_scores").num_heads for i in range(num_layers)]
+    # QAT can compute some heads' scores apart (`tfspeed.compress.qat.split_heads`)
+    heads = [h + (get(f"layer_{i}_scores_outliers").num_heads if f"layer_{i}_scores_outliers" in names else 0)
+             for i, h in enumerate(heads)]
     inter = [get(f"layer_{i}_intermediate").units for i in range(num_layers)]
     act = keras.activations.serialize(get("layer_0_intermediate").activation)
     act = act if isinstance(act, str) else act.get("config", {}).get("name", "gelu")
