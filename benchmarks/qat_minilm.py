@@ -90,6 +90,7 @@ def main(argv=None):
                    help="`tfspeed qat --smooth` (default: auto)")
     p.add_argument("--calibration-percentile", type=float, default=99.99,
                    help="`tfspeed qat --calibration-percentile`; 0 for min / max (default: 99.99)")
+    p.add_argument("--distill", action="store_true", help="`tfspeed qat --distill` (from the float model)")
     p.add_argument("--freeze-ranges", action=argparse.BooleanOptionalAction, default=True,
                    help="`tfspeed qat --freeze-ranges` (default: on)")
     args = p.parse_args(argv)
@@ -107,7 +108,7 @@ def main(argv=None):
     results = {"teacher": args.teacher, "seq_length": args.seq_length, "epochs": args.epochs,
                "learning_rate": args.learning_rate, "batch_size": args.batch_size, "calibration_batches": 8,
                "calibration_percentile": args.calibration_percentile, "freeze_ranges": args.freeze_ranges,
-               "split": "test",
+               "distill": args.distill, "split": "test",
                "num_examples": len(test), "train_examples": len(encoded.train),
                "float_keras_accuracy": float(np.mean(teacher_logits.argmax(-1) == test.labels))}
     log(f"float teacher (Keras) accuracy {results['float_keras_accuracy']:.4f}")
@@ -125,7 +126,7 @@ def main(argv=None):
                                      outlier_channels=None if args.outlier_channels == "none" else "auto",
                                      smooth=None if args.smooth == "none" else "auto",
                                      calibration_percentile=args.calibration_percentile or None,
-                                     freeze_ranges=args.freeze_ranges)
+                                     freeze_ranges=args.freeze_ranges, distill=args.distill)
     results["outlier_channels"] = qat.split_of(qat_model)
     results["smoothed_layer_norms"] = qat.smoothed_layer_norms(qat_model)
     results["outlier_heads"] = qat.split_heads_of(qat_model)

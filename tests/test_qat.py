@@ -270,6 +270,18 @@ def test_qat_fit_smooths_by_default(float_model, toy):
     assert not qat.smoothed_layer_norms(plain) and "layer_0_intermediate" not in qat.split_of(plain)
 
 
+def test_qat_fit_distills_from_the_float_model(float_model, toy):
+    before = [w.copy() for w in float_model.get_weights()]
+    q, history = qat.qat_fit(float_model, _head(toy[0], 64), epochs=1, batch_size=16, learning_rate=1e-4, verbose=0,
+                             distill=True)
+    assert "distillation_loss" in history.history and np.isfinite(history.history["distillation_loss"][0])
+    assert float_model.trainable and all(np.array_equal(a, b) for a, b in zip(before, float_model.get_weights()))
+    assert np.mean(predict_logits(q, toy[1]).argmax(-1) == toy[1].labels) >= accuracy(float_model, toy[1]) - 0.05
+    assert qat.int8_fractions(qat.to_tflite(q, SEQ)) == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
+    with pytest.raises(ValueError, match="distill='yes'"):
+        qat.qat_fit(float_model, toy[0], distill="yes")
+
+
 def test_smoothing_refuses_bad_input(float_model, toy):
     with pytest.raises(ValueError, match="'layer_0_output' is not a Dense layer of `model` feeding exactly one Dense"):
         qat.split_units(float_model, {"layer_0_output": [1]})

@@ -1082,7 +1082,7 @@ def calibrate(qat_model: keras.Model, data, num_batches: int = 8, batch_size: in
 def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_size: int = 32,
             learning_rate: float = 2e-5, preserve_sparsity: bool = False, strategy=None, callbacks=(),
             verbose="auto", calibration_batches: int = 8, float_outputs=(), outlier_channels="auto",
-            smooth="auto", calibration_percentile=99.99, freeze_ranges: bool = True):
+            smooth="auto", calibration_percentile=99.99, freeze_ranges: bool = True, distill: bool = False):
     """Quantizes `model` and fine-tunes the QAT copy with `fit`; returns `(qat_model, history)`.
 
     The copy is made inside `strategy.scope()`, so its variables (fake-quant ranges included) are distributed; its
@@ -1113,6 +1113,9 @@ def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_s
             (on MiniLM: file accuracy +0.6 point and Keras-vs-file agreement 0.988 vs 0.984 with min / max).
         freeze_ranges: keep the calibrated ranges through fitting (`calibrate(freeze=True)`): the moving averages
             would otherwise widen them again to the training batches' extremes. Defaults to `True`.
+        distill: fit through a `Distiller` with `model` (float) as the teacher (`distill.fit_student`, alpha 0.5,
+            temperature 2), so the quantized copy learns the float model's outputs rather than drifting on the
+            labels. Defaults to `False`.
     """
     from tfspeed.train import fit_classifier
 
@@ -1124,8 +1127,11 @@ def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_s
         if isinstance(outlier_channels, str) and outlier_channels != "auto":
             raise ValueError(f"Received an invalid value for `outlier_channels`, expected 'auto', None or a dict "
                              f"{{Dense name: [channels]}}. Received: outlier_channels={outlier_channels!r}")
+        if not isinstance(distill, bool):
+            raise ValueError(f"Received an invalid value for `distill`, expected a bool. Received: distill={distill!r}")
         model = to_native(model) if _hub_layers(model) else model
         _check_model(model)
+        teacher = model
         if smooth == "auto":  # on the float model first: the outlier channels are then found on what is left
             scales = layer_norm_scales(model, train, batch_size=batch_size)
             model = smooth_layer_norms(model, scales) if scales else model
@@ -1142,8 +1148,14 @@ def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_s
         if calibration_batches:
             calibrate(qat_model, train, num_batches=calibration_batches, batch_size=batch_size,
                       percentile=calibration_percentile, freeze=freeze_ranges)
-        history = fit_classifier(qat_model, train, validation, epochs=epochs, batch_size=batch_size,
-                                 learning_rate=learning_rate, callbacks=callbacks, verbose=verbose)
+        if distill:
+            from tfspeed.compress.distill import fit_student
+
+            history = fit_student(qat_model, teacher, train, validation, epochs=epochs, batch_size=batch_size,
+                                  learning_rate=learning_rate, callbacks=callbacks, verbose=verbose)
+        else:
+            history = fit_classifier(qat_model, train, validation, epochs=epochs, batch_size=batch_size,
+                                     learning_rate=learning_rate, callbacks=callbacks, verbose=verbose)
     return qat_model, history
 
 
