@@ -565,9 +565,10 @@ def test_cli_writes_qat_model_tflite_and_metrics(float_model, vocab_file, sentim
     artifacts.save_model_dir(float_model, src, info)
     out = tmp_path / "qat"
     argv = ["qat", str(src), "--data", str(sentiment_csv), "--label-names", "neg,pos", "--epochs", "1",
-            "--learning-rate", "1e-4", "--batch-size", "16", "--limit", "160", "--out", str(out)]
+            "--learning-rate", "1e-4", "--batch-size", "16", "--limit", "160", "--distill", "--out", str(out)]
     assert cli.main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["distill"] is True and "distillation_loss" in metrics["history"]
     assert metrics["accuracy"] >= 0.9 and metrics["tflite_accuracy"] >= 0.9 and metrics["argmax_agreement"] >= 0.97
     assert metrics["int8_fraction"] == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
     assert (out / "model_int8.tflite").read_bytes()[4:8] == b"TFL3"

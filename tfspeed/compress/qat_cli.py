@@ -50,6 +50,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--freeze-ranges", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the calibrated activation ranges through fine-tuning; --no-freeze-ranges lets the "
                         "moving averages follow the training batches (default: on)")
+    p.add_argument("--distill", action="store_true",
+                   help="fine-tune through the Distiller with the float model as teacher (alpha 0.5, temperature 2)")
     p.add_argument("--preserve-sparsity", action="store_true",
                    help="keep the zeros of a pruned model through QAT (prune-preserving 8-bit scheme)")
     _cli.add_data_args(p)
@@ -120,7 +122,7 @@ def run(args) -> int:
                                      outlier_channels=None if args.outlier_channels == "none" else "auto",
                                      smooth=None if args.smooth == "none" else "auto",
                                      calibration_percentile=args.calibration_percentile,
-                                     freeze_ranges=args.freeze_ranges,
+                                     freeze_ranges=args.freeze_ranges, distill=args.distill,
                                      strategy=_cli.make_strategy(args.strategy), verbose=verbose)
     train_seconds = time.perf_counter() - start
     keras_logits = predict_logits(qat_model, encoded.test)
@@ -143,7 +145,7 @@ def run(args) -> int:
         "outlier_channels": qat.split_of(qat_model), "smoothed_layer_norms": qat.smoothed_layer_norms(qat_model),
         "outlier_heads": qat.split_heads_of(qat_model),
         "calibration_percentile": args.calibration_percentile, "freeze_ranges": args.freeze_ranges,
-        "train_examples": len(encoded.train),
+        "distill": args.distill, "train_examples": len(encoded.train),
         "train_seconds": train_seconds, "tflite": TFLITE_NAME,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
     }
