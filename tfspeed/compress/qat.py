@@ -496,6 +496,24 @@ class ZeroChannels(keras.constraints.Constraint):
         return {"channels": list(self.channels)}
 
 
+def _config_of_rewrite(model, argument: str, value, expected: str):
+    """`model`'s config and its layers by name, for a rewrite driven by the dict `value` of `argument`."""
+    if not isinstance(value, dict):
+        raise ValueError(f"Received an invalid value for `{argument}`, expected a dict {expected}. "
+                         f"Received: {argument}={value!r}")
+    config = model.get_config()
+    return config, {l["name"]: l for l in config["layers"]}
+
+
+def _picked(argument: str, name: str, picked, width: int, what: str) -> list:
+    """`picked` as sorted unique indices in [0, width), a non-empty part of them, or a clear error."""
+    indices = sorted({int(i) for i in picked})
+    if not indices or indices[0] < 0 or indices[-1] >= width or len(indices) == width:
+        raise ValueError(f"Received an invalid value for `{argument}[{name!r}]`, expected a non-empty list of {what} "
+                         f"in [0, {width}) that leaves some out. Received: {picked!r}")
+    return indices
+
+
 def split_channels(model: keras.Model, channels: dict) -> keras.Model:
     """A copy of `model` in which the given output channels of a Dense are computed apart, so that once quantized
     they get an int8 range of their own and the other channels keep theirs (the same function in float).
@@ -510,11 +528,7 @@ def split_channels(model: keras.Model, channels: dict) -> keras.Model:
         model: a float functional model (a tfspeed BERT classifier).
         channels: `{Dense name: [output channel indices]}`, e.g. from `find_outlier_channels`.
     """
-    if not isinstance(channels, dict):
-        raise ValueError(f"Received an invalid value for `channels`, expected a dict {{Dense name: [channels]}}. "
-                         f"Received: channels={channels!r}")
-    config = model.get_config()
-    by_name = {l["name"]: l for l in config["layers"]}
+    config, by_name = _config_of_rewrite(model, "channels", channels, "{Dense name: [channels]}")
     renamed, added, new_names = {}, {}, set()
     for name, picked in channels.items():
         layer = by_name.get(name)
@@ -523,10 +537,7 @@ def split_channels(model: keras.Model, channels: dict) -> keras.Model:
             raise ValueError(f"Received an invalid value for `channels`: {name!r} is not a Dense layer of `model`. "
                              f"Dense layers: {dense[:6]}...")
         units = int(layer["config"]["units"])
-        picked = sorted({int(c) for c in picked})
-        if not picked or picked[0] < 0 or picked[-1] >= units or len(picked) == units:
-            raise ValueError(f"Received an invalid value for `channels[{name!r}]`, expected a non-empty list of channels "
-                             f"in [0, {units}) that leaves some out. Received: {channels[name]!r}")
+        picked = _picked("channels", name, picked, units, "channels")
         base = {k: v for k, v in layer["config"].items() if k != "name"}
         dtype = base.get("dtype", "float32")
         outliers = {"class_name": "Dense", "name": f"{name}_outliers", "inbound_nodes": layer["inbound_nodes"],
@@ -603,11 +614,7 @@ def split_units(model: keras.Model, units: dict) -> keras.Model:
         model: a float tfspeed BERT classifier.
         units: `{intermediate Dense name: [units]}`, e.g. `find_outlier_channels(model, data, OUTLIER_UNITS)`.
     """
-    if not isinstance(units, dict):
-        raise ValueError(f"Received an invalid value for `units`, expected a dict {{Dense name: [units]}}. "
-                         f"Received: units={units!r}")
-    config = model.get_config()
-    by_name = {l["name"]: l for l in config["layers"]}
+    config, by_name = _config_of_rewrite(model, "units", units, "{Dense name: [units]}")
     plan = {}
     for name, picked in units.items():
         layer = by_name.get(name)
@@ -615,11 +622,7 @@ def split_units(model: keras.Model, units: dict) -> keras.Model:
         if layer is None or layer["class_name"] != "Dense" or len(nxt) != 1 or nxt[0]["class_name"] != "Dense":
             raise ValueError(f"Received an invalid value for `units`: {name!r} is not a Dense layer of `model` feeding "
                              f"exactly one Dense (an FFN intermediate).")
-        width = int(layer["config"]["units"])
-        picked = sorted({int(u) for u in picked})
-        if not picked or picked[0] < 0 or picked[-1] >= width or len(picked) == width:
-            raise ValueError(f"Received an invalid value for `units[{name!r}]`, expected a non-empty list of units in "
-                             f"[0, {width}) that leaves some out. Received: {units[name]!r}")
+        picked = _picked("units", name, picked, int(layer["config"]["units"]), "units")
         out = nxt[0]
         base = {k: v for k, v in layer["config"].items() if k != "name"}
         dtype = base.get("dtype", "float32")
@@ -714,11 +717,7 @@ def split_heads(model: keras.Model, heads: dict) -> keras.Model:
     """
     import copy
 
-    if not isinstance(heads, dict):
-        raise ValueError(f"Received an invalid value for `heads`, expected a dict {{scores layer name: [heads]}}. "
-                         f"Received: heads={heads!r}")
-    config = model.get_config()
-    by_name = {l["name"]: l for l in config["layers"]}
+    config, by_name = _config_of_rewrite(model, "heads", heads, "{scores layer name: [heads]}")
     plan = {}
     for name, picked in heads.items():
         layer = by_name.get(name)
@@ -727,10 +726,7 @@ def split_heads(model: keras.Model, heads: dict) -> keras.Model:
             raise ValueError(f"Received an invalid value for `heads`: {name!r} is not an attention scores layer "
                              f"(QueryKeyProduct) of `model`.")
         n = inner.num_heads
-        picked = sorted({int(h) for h in picked})
-        if not picked or picked[0] < 0 or picked[-1] >= n or len(picked) == n:
-            raise ValueError(f"Received an invalid value for `heads[{name!r}]`, expected a non-empty list of heads in "
-                             f"[0, {n}) that leaves some out. Received: {heads[name]!r}")
+        picked = _picked("heads", name, picked, n, "heads")
         p = name[:-len("scores")]
         (query, _, _, _), (key, _, _, _) = layer["inbound_nodes"][0]
         keep = [h for h in range(n) if h not in picked]
@@ -849,11 +845,7 @@ def smooth_layer_norms(model: keras.Model, scales: dict) -> keras.Model:
     residual stream (and any other reader) its original values back. The same function in float; once quantized, the
     LayerNorm outputs get a finer int8 step.
     """
-    if not isinstance(scales, dict):
-        raise ValueError(f"Received an invalid value for `scales`, expected a dict {{LayerNorm name: divisors}}. "
-                         f"Received: scales={scales!r}")
-    config = model.get_config()
-    by_name = {l["name"]: l for l in config["layers"]}
+    config, by_name = _config_of_rewrite(model, "scales", scales, "{LayerNorm name: divisors}")
     rows = {}
     for name, s in scales.items():
         if name not in by_name or by_name[name]["class_name"] != "LayerNormalization":
