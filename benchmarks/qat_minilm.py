@@ -90,7 +90,8 @@ def main(argv=None):
                    help="`tfspeed qat --smooth` (default: auto)")
     p.add_argument("--calibration-percentile", type=float, default=99.99,
                    help="`tfspeed qat --calibration-percentile`; 0 for min / max (default: 99.99)")
-    p.add_argument("--distill", action="store_true", help="`tfspeed qat --distill` (from the float model)")
+    p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=True,
+                   help="`tfspeed qat --distill` (from the float model; default: on)")
     p.add_argument("--freeze-ranges", action=argparse.BooleanOptionalAction, default=True,
                    help="`tfspeed qat --freeze-ranges` (default: on)")
     args = p.parse_args(argv)

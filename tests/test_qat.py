@@ -272,12 +272,13 @@ def test_qat_fit_smooths_by_default(float_model, toy):
 
 def test_qat_fit_distills_from_the_float_model(float_model, toy):
     before = [w.copy() for w in float_model.get_weights()]
-    q, history = qat.qat_fit(float_model, _head(toy[0], 64), epochs=1, batch_size=16, learning_rate=1e-4, verbose=0,
-                             distill=True)
+    q, history = qat.qat_fit(float_model, _head(toy[0], 64), epochs=1, batch_size=16, learning_rate=1e-4, verbose=0)
     assert "distillation_loss" in history.history and np.isfinite(history.history["distillation_loss"][0])
     assert float_model.trainable and all(np.array_equal(a, b) for a, b in zip(before, float_model.get_weights()))
     assert np.mean(predict_logits(q, toy[1]).argmax(-1) == toy[1].labels) >= accuracy(float_model, toy[1]) - 0.05
     assert qat.int8_fractions(qat.to_tflite(q, SEQ)) == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
+    _, labels_only = qat.qat_fit(float_model, _head(toy[0], 32), epochs=1, batch_size=16, verbose=0, distill=False)
+    assert "distillation_loss" not in labels_only.history
     with pytest.raises(ValueError, match="distill='yes'"):
         qat.qat_fit(float_model, toy[0], distill="yes")
 
@@ -565,7 +566,7 @@ def test_cli_writes_qat_model_tflite_and_metrics(float_model, vocab_file, sentim
     artifacts.save_model_dir(float_model, src, info)
     out = tmp_path / "qat"
     argv = ["qat", str(src), "--data", str(sentiment_csv), "--label-names", "neg,pos", "--epochs", "1",
-            "--learning-rate", "1e-4", "--batch-size", "16", "--limit", "160", "--distill", "--out", str(out)]
+            "--learning-rate", "1e-4", "--batch-size", "16", "--limit", "160", "--out", str(out)]
     assert cli.main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["distill"] is True and "distillation_loss" in metrics["history"]

@@ -1074,7 +1074,7 @@ def calibrate(qat_model: keras.Model, data, num_batches: int = 8, batch_size: in
 def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_size: int = 32,
             learning_rate: float = 2e-5, preserve_sparsity: bool = False, strategy=None, callbacks=(),
             verbose="auto", calibration_batches: int = 8, float_outputs=(), outlier_channels="auto",
-            smooth="auto", calibration_percentile=99.99, freeze_ranges: bool = True, distill: bool = False):
+            smooth="auto", calibration_percentile=99.99, freeze_ranges: bool = True, distill: bool = True):
     """Quantizes `model` and fine-tunes the QAT copy with `fit`; returns `(qat_model, history)`.
 
     The copy is made inside `strategy.scope()`, so its variables (fake-quant ranges included) are distributed; its
@@ -1107,7 +1107,8 @@ def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_s
             would otherwise widen them again to the training batches' extremes. Defaults to `True`.
         distill: fit through a `Distiller` with `model` (float) as the teacher (`distill.fit_student`, alpha 0.5,
             temperature 2), so the quantized copy learns the float model's outputs rather than drifting on the
-            labels. Defaults to `False`.
+            labels (MiniLM, 2 epochs: file 0.8422 vs float 0.8439; on the labels alone 0.8390 and 0.8358 in two
+            runs). `False` fits on the labels alone. Defaults to `True`.
     """
     from tfspeed.train import fit_classifier
 

@@ -50,8 +50,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--freeze-ranges", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the calibrated activation ranges through fine-tuning; --no-freeze-ranges lets the "
                         "moving averages follow the training batches (default: on)")
-    p.add_argument("--distill", action="store_true",
-                   help="fine-tune through the Distiller with the float model as teacher (alpha 0.5, temperature 2)")
+    p.add_argument("--distill", action=argparse.BooleanOptionalAction, default=True,
+                   help="fine-tune through the Distiller with the float model as teacher (alpha 0.5, temperature 2); "
+                        "--no-distill fits on the labels alone (default: on)")
     p.add_argument("--preserve-sparsity", action="store_true",
                    help="keep the zeros of a pruned model through QAT (prune-preserving 8-bit scheme)")
     _cli.add_data_args(p)
