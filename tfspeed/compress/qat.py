@@ -784,8 +784,9 @@ def split_heads(model: keras.Model, heads: dict) -> keras.Model:
 
 def split_heads_of(model: keras.Model) -> dict:
     """`{scores layer name: number of heads computed apart}` in `model` (by `split_heads`)."""
-    return {getattr(l, "layer", l).name[:-len("_outliers")]: getattr(l, "layer", l).num_heads for l in model.layers
-            if isinstance(getattr(l, "layer", l), L.QueryKeyProduct) and getattr(l, "layer", l).name.endswith("_outliers")}
+    inner = [getattr(l, "layer", l) for l in model.layers]
+    return {l.name[:-len("_outliers")]: l.num_heads for l in inner
+            if isinstance(l, L.QueryKeyProduct) and l.name.endswith("_outliers")}
 
 
 def _dense_consumers(config, name):
@@ -1124,7 +1125,9 @@ def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_s
             raise ValueError(f"Received an invalid value for `distill`, expected a bool. Received: distill={distill!r}")
         model = to_native(model) if _hub_layers(model) else model
         _check_model(model)
-        teacher = model
+        if distill:  # the teacher's variables must live in `strategy`'s scope too: a copy made here
+            teacher = keras.models.clone_model(model)
+            teacher.set_weights(model.get_weights())
         if smooth == "auto":  # on the float model first: the outlier channels are then found on what is left
             scales = layer_norm_scales(model, train, batch_size=batch_size)
             model = smooth_layer_norms(model, scales) if scales else model
