@@ -74,6 +74,17 @@ def test_prune_2_4_with_distillation_from_the_dense_model(model_dir, sentiment_c
         assert (np.count_nonzero(groups, axis=-1) <= 2).all(), name
 
 
+def test_prune_distill_under_mirrored_strategy(model_dir, sentiment_csv, tmp_path, capsys):
+    """The dense teacher is loaded outside the strategy: the Distiller needs a copy made inside its scope."""
+    out = tmp_path / "pruned_kd_mirrored"
+    code, _, err = _run(["prune", str(model_dir), "--sparsity", "0.5", "--distill", "--strategy", "mirrored", "--data",
+                         str(sentiment_csv), "--epochs", "1", "--limit", "96", "--skip-tflite-report", "--out",
+                         str(out)], capsys)
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["distill"] is True and "distillation_loss" in metrics["history"]
+
+
 def test_prune_2_4_gradually_through_1_4(model_dir, sentiment_csv, tmp_path, capsys):
     """--gradual: one epoch at 1:4, strip, then 2:4 for --epochs; the history holds both stages."""
     out = tmp_path / "pruned_gradual"
