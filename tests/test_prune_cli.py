@@ -3,6 +3,7 @@ sparsity, a model directory that loads, structured pruning through the CLI, and 
 
 import json
 
+import numpy as np
 import pytest
 
 from tfspeed import artifacts
@@ -65,7 +66,6 @@ def test_prune_2_4_with_distillation_from_the_dense_model(model_dir, sentiment_c
     assert history["sparsity"][-1] >= 0.495  # the sparsity logger finds the wrappers inside the Distiller
     assert metrics["accuracy"] >= metrics["dense_accuracy"] - 0.05
     model, _ = artifacts.load_model_dir(out)
-    import numpy as np
 
     from tfspeed.compress.prune import targeted_weights
 
@@ -85,6 +85,26 @@ def test_prune_distill_under_mirrored_strategy(model_dir, sentiment_csv, tmp_pat
     assert metrics["distill"] is True and "distillation_loss" in metrics["history"]
 
 
+def test_mirrored_strategies_in_one_process_keep_distinct_collective_keys(mirrored_strategy):
+    """TF starts every MirroredStrategy at the same collective keys; a second one in the process then aborted all
+    collectives ("Shape mismatch in the collective instance 100"). Ours each get keys of their own."""
+    from tfspeed import _cli
+    from tfspeed.compat import tf
+
+    def all_reduce(strategy, width):
+        @tf.function
+        def step():
+            return strategy.run(lambda: tf.distribute.get_replica_context().all_reduce("SUM", tf.ones([width])))
+
+        return [t.numpy() for t in strategy.experimental_local_results(step())]
+
+    strategies = [mirrored_strategy, _cli.mirrored_strategy(["/cpu:0", "/cpu:1"]), _cli.make_strategy("mirrored"),
+                  _cli.mirrored_strategy(["/cpu:0", "/cpu:1"])]
+    for width, strategy in enumerate(strategies, start=3):
+        for replica in all_reduce(strategy, width):
+            np.testing.assert_array_equal(replica, np.full([width], strategy.num_replicas_in_sync, np.float32))
+
+
 def test_prune_2_4_gradually_through_1_4(model_dir, sentiment_csv, tmp_path, capsys):
     """--gradual: one epoch at 1:4, strip, then 2:4 for --epochs; the history holds both stages."""
     out = tmp_path / "pruned_gradual"
@@ -99,7 +119,6 @@ def test_prune_2_4_gradually_through_1_4(model_dir, sentiment_csv, tmp_path, cap
     assert 0.245 <= history["sparsity"][0] < 0.3 and history["sparsity"][1] >= 0.495
     assert metrics["sparsity"] >= 0.495
     model, _ = artifacts.load_model_dir(out)
-    import numpy as np
 
     from tfspeed.compress.prune import targeted_weights
 
@@ -121,7 +140,6 @@ def test_prune_and_fit_checks_gradual_from(model_dir):
 def test_fit_student_leaves_the_teacher_trainable_for_the_next_pruning(model_dir, vocab_file, sentiment_csv):
     """A pruned copy made from a teacher after a distillation fit must still train (the Distiller freezes its teacher
     while fitting)."""
-    import numpy as np
 
     from tfspeed.compress import prune as P
     from tfspeed.compress.distill import fit_student
