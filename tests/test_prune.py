@@ -239,12 +239,36 @@ def test_nothing_to_prune_and_double_prune(classifier):
         P.strip(classifier)
 
 
-def test_tensorboard_summaries_or_clear_error(tmp_path):
-    if P._has_tensorboard():
-        assert any(isinstance(c, tfmot.sparsity.keras.PruningSummaries) for c in P.pruning_callbacks(tmp_path))
-    else:
-        with pytest.raises(ValueError, match="pip install tensorboard"):
-            P.pruning_callbacks(tmp_path)
+def _scalars(log_dir, suffix: str) -> dict:
+    """{tag: [(step, value)]} of the TensorBoard scalars whose tag ends with `suffix`, in any event file under
+    `log_dir`."""
+    out = {}
+    for path in sorted(tf.io.gfile.glob(str(log_dir / "**" / "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag.endswith(suffix):
+                    out.setdefault(value.tag, []).append((event.step, float(tf.make_ndarray(value.tensor))))
+    return out
+
+
+def test_tensorboard_pruning_summaries_written_through_fit(classifier, data, tmp_path):
+    """TFMOT's PruningSummaries log every mask's sparsity at the start of each epoch: 0 before training, the
+    schedule's target once it has been reached (polynomial over the first two epochs, read at the third's start)."""
+    pruned = P.prune(classifier, sparsity=0.5, epochs=2, steps_per_epoch=_steps(data))
+    callbacks = P.pruning_callbacks(tmp_path, per_layer=False)
+    assert any(isinstance(c, tfmot.sparsity.keras.PruningSummaries) for c in callbacks)
+    _fit(pruned, data, epochs=3, callbacks=callbacks)
+    sparsity = _scalars(tmp_path, "/sparsity")
+    assert len(sparsity) == 13, sorted(sparsity)  # one mask per targeted kernel: 2 layers x 6 + the pooler
+    for tag, points in sparsity.items():
+        assert [step for step, _ in points] == [0, _steps(data), 2 * _steps(data)], tag
+        assert points[0][1] == 0.0 and points[-1][1] >= 0.495, (tag, points)
+
+
+def test_tensorboard_missing_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(P, "_has_tensorboard", lambda: False)
+    with pytest.raises(ValueError, match="pip install tensorboard.*Received: log_dir="):
+        P.pruning_callbacks(tmp_path)
 
 
 def test_layers_argument_inside_a_hub_layer(hub_dir):

@@ -107,13 +107,17 @@ def test_mirrored_strategies_in_one_process_keep_distinct_collective_keys(mirror
 
 def test_prune_2_4_gradually_through_1_4(model_dir, sentiment_csv, tmp_path, capsys):
     """--gradual: one epoch at 1:4, strip, then 2:4 for --epochs; the history holds both stages."""
-    out = tmp_path / "pruned_gradual"
+    out, logs = tmp_path / "pruned_gradual", tmp_path / "logs"
     code, _, _ = _run(["prune", str(model_dir), "--m-by-n", "2:4", "--gradual", "--schedule", "constant", "--distill",
                        "--data", str(sentiment_csv), "--epochs", "1", "--learning-rate", "1e-3",
-                       "--skip-tflite-report", "--out", str(out)], capsys)
+                       "--skip-tflite-report", "--log-dir", str(logs), "--out", str(out)], capsys)
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["gradual"] is True and metrics["gradual_from"] == [1, 4] and metrics["m_by_n"] == [2, 4]
+    assert metrics["epochs_trained"] == 2
+    # each stage's PruningSummaries in a TensorBoard run of its own (both count steps from 0)
+    assert sorted(p.name for p in logs.iterdir()) == ["1of4", "2of4"]
+    assert all(list((logs / stage).glob("**/events.out.tfevents.*")) for stage in ("1of4", "2of4"))
     history = metrics["history"]
     assert len(history["loss"]) == 2 and len(history["sparsity"]) == 2  # 1 epoch at 1:4, then 1 at 2:4
     assert 0.245 <= history["sparsity"][0] < 0.3 and history["sparsity"][1] >= 0.495

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from tfspeed import _cli
 
@@ -67,7 +68,9 @@ def register(subparsers):
     g.add_argument("--include-classifier", action="store_true", help="also prune the classifier Dense")
     g.add_argument("--layers", default=None, type=lambda s: [n for n in s.split(",") if n],
                    help="prune exactly these comma-separated layer names (default: attention, FFN and pooler)")
-    g.add_argument("--log-dir", default=None, help="TensorBoard directory for TFMOT's PruningSummaries")
+    g.add_argument("--log-dir", default=None,
+                   help="TensorBoard directory for TFMOT's PruningSummaries (needs tensorboard: pip install "
+                        "'tfspeed[tensorboard]'); with --gradual, one run per stage (2:4: LOG_DIR/1of4, LOG_DIR/2of4)")
     s = p.add_argument_group("structured")
     s.add_argument("--structured", default=None,
                    help="fractions to remove, e.g. heads=0.5,ffn=0.5 (optionally layers=0.25 or layers=4+5)")
@@ -177,17 +180,26 @@ def prune_model_dir(args) -> dict:
                                      "accuracy_before_finetuning": accuracy(model, encoded.test)}
         if unstructured:
             schedule = P.schedule_for_epochs(sparsity, args.epochs, steps, args.schedule, end_epoch=args.end_epoch)
-            # --gradual: one epoch at (M-1):N, strip, then M:N for --epochs (fresh pruning callbacks in each stage)
+            # --gradual: one epoch at (M-1):N, strip, then M:N for --epochs (fresh pruning callbacks in each stage,
+            # each writing its own TensorBoard run, LOG_DIR/1of4 then LOG_DIR/2of4: both count steps from 0)
+            patterns = iter([gradual_from, m_by_n])
+
+            def fit_stage(student, epochs):
+                log_dir, pattern = args.log_dir, next(patterns)
+                if log_dir is not None and gradual_from is not None:
+                    log_dir = str(Path(log_dir) / f"{pattern[0]}of{pattern[1]}")
+                return fit(student, P.pruning_callbacks(log_dir, per_layer=False), epochs)
+
             pruned, history = P.prune_and_fit(
-                model, lambda student, epochs: fit(student, P.pruning_callbacks(args.log_dir, per_layer=False), epochs),
-                args.epochs, gradual_from=gradual_from, schedule=schedule, m_by_n=m_by_n,
+                model, fit_stage, args.epochs, gradual_from=gradual_from, schedule=schedule, m_by_n=m_by_n,
                 include_embeddings=args.include_embeddings, include_classifier=args.include_classifier,
                 layers=args.layers, embedding_sparsity=args.embedding_sparsity)
             model = P.strip(pruned)
             metrics.update({"schedule": schedule.get_config(), "m_by_n": list(m_by_n) if m_by_n else None,
                             "embedding_sparsity": args.embedding_sparsity,
                             "gradual": gradual_from is not None,
-                            "gradual_from": list(gradual_from) if gradual_from else None})
+                            "gradual_from": list(gradual_from) if gradual_from else None,
+                            "epochs_trained": max((len(v) for v in history.values()), default=0)})
         else:
             history = fit(model).history
     metrics["accuracy"] = accuracy(model, encoded.test)
