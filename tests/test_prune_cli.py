@@ -66,7 +66,6 @@ def test_prune_2_4_with_distillation_from_the_dense_model(model_dir, sentiment_c
     assert history["sparsity"][-1] >= 0.495  # the sparsity logger finds the wrappers inside the Distiller
     assert metrics["accuracy"] >= metrics["dense_accuracy"] - 0.05
     model, _ = artifacts.load_model_dir(out)
-
     from tfspeed.compress.prune import targeted_weights
 
     for name, kernel in targeted_weights(model).items():
@@ -123,7 +122,6 @@ def test_prune_2_4_gradually_through_1_4(model_dir, sentiment_csv, tmp_path, cap
     assert 0.245 <= history["sparsity"][0] < 0.3 and history["sparsity"][1] >= 0.495
     assert metrics["sparsity"] >= 0.495
     model, _ = artifacts.load_model_dir(out)
-
     from tfspeed.compress.prune import targeted_weights
 
     for name, kernel in targeted_weights(model).items():
@@ -144,7 +142,6 @@ def test_prune_and_fit_checks_gradual_from(model_dir):
 def test_fit_student_leaves_the_teacher_trainable_for_the_next_pruning(model_dir, vocab_file, sentiment_csv):
     """A pruned copy made from a teacher after a distillation fit must still train (the Distiller freezes its teacher
     while fitting)."""
-
     from tfspeed.compress import prune as P
     from tfspeed.compress.distill import fit_student
     from tfspeed.data import EncodedSplit, Tokenizer, from_file
