@@ -108,3 +108,40 @@ def test_optimize_end_to_end_and_resume(tiny_teacher_dir, sentiment_csv, tmp_pat
     assert cli.main(args) == 0  # a rerun skips every finished stage
     log = capsys.readouterr().out
     assert "distill: done before, kept" in log and "vocab: done before, kept" in log
+
+
+class _Interrupted(Exception):
+    """Stands for a killed job: not one of the errors `tfspeed` turns into `ERROR:` lines."""
+
+
+def test_interrupted_training_stage_resumes_from_its_last_epoch(tiny_teacher_dir, sentiment_csv, tmp_path, capsys,
+                                                                 monkeypatch):
+    """A distillation stage stopped after its first of two epochs: the rerun restores the BackupAndRestore checkpoint
+    and trains the second epoch only, then finishes the run."""
+    from tfspeed.compat import keras
+    from tfspeed.recipe import stages
+
+    class StopAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise _Interrupted("killed after epoch 1")
+
+    backup = stages.Context.backup
+    monkeypatch.setattr(stages.Context, "backup", lambda self, stage: [*backup(self, stage), StopAfterFirstEpoch()])
+    out = tmp_path / "run"
+    args = ["optimize", "--model", str(tiny_teacher_dir), "--data", str(sentiment_csv), "--recipe", "distill",
+            "--student-layers", "1", "--distill-epochs", "2", "--seq-length", "16", "--profile-runs", "3",
+            "--eval-limit", "40", "--out", str(out)]
+    with pytest.raises(_Interrupted):
+        cli.main(args)
+    assert not (out / "01-distill" / "metrics.json").exists()  # nothing half-written in the stage's place
+    assert any((out / ".work" / "backup" / "distill").iterdir())
+    capsys.readouterr()
+
+    monkeypatch.setattr(stages.Context, "backup", backup)
+    assert cli.main(args) == 0
+    log = capsys.readouterr().out
+    assert "Epoch 2/2" in log and "Epoch 1/2" not in log  # resumed: only the second epoch ran
+    metrics = json.loads((out / "01-distill" / "metrics.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert (out / "report.json").is_file()
