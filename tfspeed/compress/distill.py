@@ -599,6 +599,17 @@ def teacher_logits(teacher: keras.Model, split, batch_size: int = 128, cache=Non
 # The whole stage
 # ----------------------------------------------------------------------------------------------------------------------
 
+def _in_current_scope(model: keras.Model) -> keras.Model:
+    """`model`, or a copy of it made here when its variables belong to another strategy than the current one (a
+    teacher loaded before `strategy.scope()` was entered: the Distiller would fail with variables outside it)."""
+    extended = tf.distribute.get_strategy().extended
+    if all(extended.variable_created_in_scope(v) for v in model.weights):
+        return model
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def fit_student(student: keras.Model, teacher: keras.Model, train, validation=None, epochs: int = 2,
                 batch_size: int = 32, learning_rate: float = 3e-5, alpha: float = 0.5, temperature: float = 2.0,
                 hidden_weight: float = 0.0, callbacks: Sequence = (), verbose="auto", seed: int = 0):
@@ -608,7 +619,8 @@ def fit_student(student: keras.Model, teacher: keras.Model, train, validation=No
 
     The fine-tuning step of pruning and of other compressions with the uncompressed model as teacher: a pruned model
     from `tfspeed.compress.prune.prune` fits this way with `callbacks=prune.pruning_callbacks()` (TFMOT's
-    `UpdatePruningStep` finds the wrappers inside the Distiller). Call it inside `strategy.scope()` to distribute.
+    `UpdatePruningStep` finds the wrappers inside the Distiller). Call it inside `strategy.scope()` to distribute; a
+    teacher made outside that scope is copied into it (the caller's teacher is then left as it is).
 
     Args:
         student, teacher: classifiers with the same inputs and classes (`Distiller`).
@@ -622,6 +634,7 @@ def fit_student(student: keras.Model, teacher: keras.Model, train, validation=No
     _checks.positive_int("epochs", epochs)
     from tfspeed.train import EpochTimer, make_optimizer
 
+    teacher = _in_current_scope(teacher)
     was_trainable = teacher.trainable
     try:
         distiller = Distiller(teacher, student, alpha=alpha, temperature=temperature,  # freezes the teacher

@@ -107,7 +107,6 @@ def run(args) -> int:
 
 def prune_model_dir(args) -> dict:
     from tfspeed import _io, artifacts
-    from tfspeed.compat import keras
     from tfspeed.compress import prune as P
     from tfspeed.compress import structured as S
     from tfspeed.compress.distill import fit_student
@@ -165,9 +164,6 @@ def prune_model_dir(args) -> dict:
                            hidden_weight=args.hidden_weight, callbacks=callbacks, verbose=verbose)
 
     with strategy.scope():
-        if teacher is not None:  # the teacher's variables must live in the strategy's scope too: a copy made here
-            teacher = keras.models.clone_model(model)
-            teacher.set_weights(model.get_weights())
         if structured:
             before = S.parameter_count(model)
             model, chosen = S.prune_structured(model, heads=structured.get("heads", 0.0), ffn=structured.get("ffn", 0.0),

@@ -529,7 +529,7 @@ def split_channels(model: keras.Model, channels: dict) -> keras.Model:
         channels: `{Dense name: [output channel indices]}`, e.g. from `find_outlier_channels`.
     """
     config, by_name = _config_of_rewrite(model, "channels", channels, "{Dense name: [channels]}")
-    renamed, added, new_names = {}, {}, set()
+    renamed, added = {}, {}
     for name, picked in channels.items():
         layer = by_name.get(name)
         if layer is None or layer["class_name"] != "Dense":
@@ -552,7 +552,6 @@ def split_channels(model: keras.Model, channels: dict) -> keras.Model:
         layer["config"] = {**layer["config"], "kernel_constraint": zero,
                            "bias_constraint": zero if base.get("use_bias", True) else None}
         renamed[name], added[name] = f"{name}_merge", ([outliers, place, merge], picked)
-        new_names |= {f"{name}_outliers", f"{name}_place"}
 
     for layer in config["layers"]:
         if layer["name"] not in renamed:
@@ -561,19 +560,15 @@ def split_channels(model: keras.Model, channels: dict) -> keras.Model:
     config["layers"] = [new for layer in config["layers"]
                         for new in [layer, *(added[layer["name"]][0] if layer["name"] in added else [])]]
     config["output_layers"] = [[renamed.get(t[0], t[0]), *t[1:]] for t in config["output_layers"]]
-    with keras.utils.custom_object_scope(custom_objects()):
-        split = keras.Model.from_config(config)
-    for layer in split.layers:
-        if layer.name in added:
-            picked, weights = added[layer.name][1], model.get_layer(layer.name).get_weights()
-            split.get_layer(f"{layer.name}_outliers").set_weights([w[..., picked] for w in weights])
-            for w in weights:
-                w[..., picked] = 0.0
-            layer.set_weights(weights)
-            split.get_layer(f"{layer.name}_place").set_weights([np.eye(layer.units, dtype=np.float32)[picked]])
-        elif layer.weights and layer.name not in new_names:
-            layer.set_weights(model.get_layer(layer.name).get_weights())
-    return split
+    weights = {}
+    for name, (_, picked) in added.items():
+        kernel_and_bias = model.get_layer(name).get_weights()
+        weights[f"{name}_outliers"] = [w[..., picked] for w in kernel_and_bias]
+        for w in kernel_and_bias:
+            w[..., picked] = 0.0
+        weights[name] = kernel_and_bias
+        weights[f"{name}_place"] = [np.eye(kernel_and_bias[0].shape[-1], dtype=np.float32)[picked]]
+    return _rebuild(config, model, weights)
 
 
 def split_of(model: keras.Model) -> dict:
@@ -594,9 +589,17 @@ def _reroute(layer, old, new):
     layer["inbound_nodes"] = [[[new if t[0] == old else t[0], *t[1:]] for t in node] for node in layer["inbound_nodes"]]
 
 
-def _rebuild(config):
+def _rebuild(config, source: keras.Model, weights: dict) -> keras.Model:
+    """The model of a rewritten `config`: the layers in `weights` ({name: weight list}) get those, which the rewrite
+    computed; every other layer with weights gets those of `source`'s layer of the same name."""
     with keras.utils.custom_object_scope(custom_objects()):
-        return keras.Model.from_config(config)
+        rebuilt = keras.Model.from_config(config)
+    for layer in rebuilt.layers:
+        if layer.name in weights:
+            layer.set_weights(weights[layer.name])
+        elif layer.weights:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+    return rebuilt
 
 
 def split_units(model: keras.Model, units: dict) -> keras.Model:
@@ -643,22 +646,17 @@ def split_units(model: keras.Model, units: dict) -> keras.Model:
         at = config["layers"].index(out)
         config["layers"][at + 1:at + 1] = new
         plan[name] = (picked, out["name"])
-    split = _rebuild(config)
-    added = {f"{n}_{suffix}" for n in plan for suffix in ("outliers", "outliers_output")}
-    for layer in split.layers:
-        if layer.weights and layer.name not in added:
-            layer.set_weights(model.get_layer(layer.name).get_weights())
+    weights = {}
     for name, (picked, out_name) in plan.items():
         kernel, *bias = model.get_layer(name).get_weights()
-        split.get_layer(f"{name}_outliers").set_weights([kernel[:, picked], *[b[picked] for b in bias]])
+        weights[f"{name}_outliers"] = [kernel[:, picked], *[b[picked] for b in bias]]
         kernel[:, picked] = 0.0
-        split.get_layer(name).set_weights([kernel, *[np.where(np.isin(np.arange(b.size), picked), 0.0, b)
-                                                     for b in bias]])
+        weights[name] = [kernel, *[np.where(np.isin(np.arange(b.size), picked), 0.0, b) for b in bias]]
         out_kernel, *out_bias = model.get_layer(out_name).get_weights()
-        split.get_layer(f"{name}_outliers_output").set_weights([out_kernel[picked]])
+        weights[f"{name}_outliers_output"] = [out_kernel[picked]]
         out_kernel[picked] = 0.0  # their input is now GELU(0) = 0; zero rows also keep them out of the int8 kernel range
-        split.get_layer(out_name).set_weights([out_kernel, *out_bias])
-    return split
+        weights[out_name] = [out_kernel, *out_bias]
+    return _rebuild(config, model, weights)
 
 
 def find_outlier_heads(model: keras.Model, data, ratio: float = 4.0, num_batches: int = 4,
@@ -730,13 +728,12 @@ def split_heads(model: keras.Model, heads: dict) -> keras.Model:
         p = name[:-len("scores")]
         (query, _, _, _), (key, _, _, _) = layer["inbound_nodes"][0]
         keep = [h for h in range(n) if h not in picked]
-        for dense in (query, key):
-            by_name[dense]["config"]["units"] = len(keep) * inner.head_size
         new = []
         for dense in (query, key):
             extra = copy.deepcopy(by_name[dense])
             extra["name"] = extra["config"]["name"] = f"{dense}_outliers"
             extra["config"]["units"] = len(picked) * inner.head_size
+            by_name[dense]["config"]["units"] = len(keep) * inner.head_size
             new.append(extra)
         outliers = copy.deepcopy(layer)
         outliers["name"] = outliers["config"]["name"] = f"{name}_outliers"
@@ -761,25 +758,19 @@ def split_heads(model: keras.Model, heads: dict) -> keras.Model:
         at = config["layers"].index(softmax)
         config["layers"][at + 1:at + 1] = [probs, merge]
         plan[name] = (p, query, key, keep, picked, inner.head_size)
-    split = _rebuild(config)
-    changed = {}
+    weights = {}
     for name, (p, query, key, keep, picked, size) in plan.items():
-        cols = lambda hs: np.concatenate([np.arange(h * size, (h + 1) * size) for h in hs])  # noqa: E731
+        kept, apart = (np.concatenate([np.arange(h * size, (h + 1) * size) for h in hs]) for hs in (keep, picked))
         for dense in (query, key):
             kernel, *bias = model.get_layer(dense).get_weights()
-            changed[dense] = [kernel[:, cols(keep)], *[b[cols(keep)] for b in bias]]
-            changed[f"{dense}_outliers"] = [kernel[:, cols(picked)], *[b[cols(picked)] for b in bias]]
-        order = cols(keep + picked)
+            weights[dense] = [kernel[:, kept], *[b[kept] for b in bias]]
+            weights[f"{dense}_outliers"] = [kernel[:, apart], *[b[apart] for b in bias]]
+        order = np.concatenate([kept, apart])
         value = model.get_layer(f"{p}value").get_weights()
-        changed[f"{p}value"] = [value[0][:, order], *[b[order] for b in value[1:]]]
+        weights[f"{p}value"] = [value[0][:, order], *[b[order] for b in value[1:]]]
         out = model.get_layer(f"{p}attention_output").get_weights()
-        changed[f"{p}attention_output"] = [out[0][order], *out[1:]]
-    for layer in split.layers:
-        if layer.name in changed:
-            layer.set_weights(changed[layer.name])
-        elif layer.weights:
-            layer.set_weights(model.get_layer(layer.name).get_weights())
-    return split
+        weights[f"{p}attention_output"] = [out[0][order], *out[1:]]
+    return _rebuild(config, model, weights)
 
 
 def split_heads_of(model: keras.Model) -> dict:
@@ -863,16 +854,11 @@ def smooth_layer_norms(model: keras.Model, scales: dict) -> keras.Model:
                 config["layers"].insert(config["layers"].index(by_name[source]) + 1, layer)
                 by_name[restore] = layer
             _reroute(reader, source, restore)
-    smoothed = _rebuild(config)
-    for layer in smoothed.layers:
-        if layer.weights:
-            weights = model.get_layer(layer.name).get_weights()
-            if layer.name in scales:  # gamma, beta
-                weights = [w / scales[layer.name] for w in weights]
-            elif layer.name in rows:
-                weights[0] = weights[0] * rows[layer.name][:, None]
-            layer.set_weights(weights)
-    return smoothed
+    weights = {name: [w / scales[name] for w in model.get_layer(name).get_weights()] for name in scales}  # gamma, beta
+    for name, row in rows.items():
+        kernel, *rest = model.get_layer(name).get_weights()
+        weights[name] = [kernel * row[:, None], *rest]
+    return _rebuild(config, model, weights)
 
 
 def smoothed_layer_norms(model: keras.Model) -> list:
@@ -1125,9 +1111,7 @@ def qat_fit(model: keras.Model, train, validation=None, epochs: int = 1, batch_s
             raise ValueError(f"Received an invalid value for `distill`, expected a bool. Received: distill={distill!r}")
         model = to_native(model) if _hub_layers(model) else model
         _check_model(model)
-        if distill:  # the teacher's variables must live in `strategy`'s scope too: a copy made here
-            teacher = keras.models.clone_model(model)
-            teacher.set_weights(model.get_weights())
+        teacher = model  # the float model, before the rewrites below
         if smooth == "auto":  # on the float model first: the outlier channels are then found on what is left
             scales = layer_norm_scales(model, train, batch_size=batch_size)
             model = smooth_layer_norms(model, scales) if scales else model
