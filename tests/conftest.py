@@ -1,11 +1,10 @@
 """Shared fixtures. Tests run on small random-weight BERTs; real-weight tests read the pinned MiniLM wheel."""
 
-from tfspeed.compat import tf  # first: the one place that selects Keras 2 before TensorFlow loads
-
+import harness  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tfspeed.models import BertConfig  # noqa: E402
+from tfspeed.compat import tf  # first: the one place that selects Keras 2 before TensorFlow loads
 
 # Two logical CPU devices, so tf.distribute.MirroredStrategy runs with two real replicas on this machine.
 # Must happen before TensorFlow initialises its devices, hence at import time of the test session.
@@ -28,9 +27,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_config():
-    """Non-default everywhere, so serialization mismatches show."""
-    return BertConfig(vocab_size=120, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48,
-                      max_positions=40, type_vocab_size=3, dropout=0.05, attention_dropout=0.02)
+    """The suite's tiny BERT config (`harness.tiny_config()`): non-default everywhere, so serialization mismatches
+    show."""
+    return harness.tiny_config()
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +72,17 @@ def mirrored_strategy():
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2
     return strategy
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tiny_config, vocab_file, tmp_path_factory):
+    """A tiny random-weight classifier saved as a model directory (seq_length 16, labels neg / pos)."""
+    from tfspeed import artifacts
+    from tfspeed.models import build_classifier
+
+    path = tmp_path_factory.mktemp("teacher") / "teacher"
+    model = build_classifier(tiny_config.replace(max_positions=16))
+    info = artifacts.ModelInfo(seq_length=16, label_names=["neg", "pos"], base="tiny", stage="finetune",
+                               vocab_path=str(vocab_file))
+    artifacts.save_model_dir(model, path, info, {"accuracy": 0.5})
+    return path

@@ -30,7 +30,7 @@ def bert_forward(w: dict, ids, mask, types, num_heads: int, eps: float = 1e-12):
         p = f"encoder.layer.{i}."
         b, s, h = x.shape
         d = h // num_heads
-        split = lambda t: t.reshape(b, s, num_heads, d).transpose(0, 2, 1, 3)  # noqa: E731
+        split = lambda t, b=b, s=s, d=d: t.reshape(b, s, num_heads, d).transpose(0, 2, 1, 3)  # noqa: E731
         q, k, v = (split(lin(x, p + f"attention.self.{n}")) for n in ("query", "key", "value"))
         scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(d) + additive
         scores = np.exp(scores - scores.max(-1, keepdims=True))

@@ -85,7 +85,7 @@ def test_bucketed_batches_keep_order_and_cut_padding(vocab_file, sentiment_csv):
     split = EncodedSplit.from_split(d.train, Tokenizer(vocab_file, seq_length=32))
     groups = split.batch_indices(16, shuffle=False, bucket=True)
     np.testing.assert_array_equal(np.sort(np.concatenate(groups)), np.arange(len(split)))
-    labels, widths = [], []
+    widths = []
     for (x, y), idx in zip(split.dataset(16, shuffle=False, bucket=True), groups):
         np.testing.assert_array_equal(y.numpy(), split.labels[idx])
         widths.append(x["input_word_ids"].shape[1])

@@ -1,20 +1,27 @@
 """Distillation: the Distiller's loss against a hand computation, frozen teacher, clean metrics, saving, cached teacher
 logits, TinyBERT intermediate losses, students built from teacher layers, hub-layer teachers, MirroredStrategy."""
 
+import harness
 import numpy as np
 import pytest
 
 from tfspeed import hub as th
 from tfspeed.compat import keras, tf
-from tfspeed.compress.distill import (Distiller, distillation_loss, select_layers, student_from_teacher,
-                                      teacher_logits)
+from tfspeed.compress.distillation import (
+    DistillConfig,
+    Distiller,
+    distill,
+    distillation_loss,
+    select_layers,
+    student_from_teacher,
+    teacher_logits,
+)
 from tfspeed.data import EncodedSplit
 from tfspeed.hub import sample_inputs
-from tfspeed.models import BertConfig, build_classifier, config_of, encoder_of, layer_by_name
+from tfspeed.models import build_classifier, config_of, encoder_of, layer_by_name
 
 # 4 layers so that students can take every other one; no dropout so that steps are deterministic.
-CONFIG = BertConfig(vocab_size=120, hidden_size=32, num_layers=4, num_heads=4, intermediate_size=48, max_positions=40,
-                    dropout=0.0, attention_dropout=0.0)
+CONFIG = harness.tiny_config(num_layers=4, dropout=0.0, attention_dropout=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +106,19 @@ def test_bad_arguments_are_refused(teacher):
     three_classes = build_classifier(CONFIG.replace(num_layers=1), num_classes=3)
     with pytest.raises(ValueError, match="same classes"):
         Distiller(teacher, three_classes)
+
+
+@pytest.mark.parametrize("name, bad, good", [("alpha", 1.5, 1.0), ("alpha", -0.01, 0.0), ("temperature", 0.0, 1e-3),
+                                             ("hidden_weight", -0.1, 0.0), ("attention_weight", -1.0, 0.0)])
+def test_distiller_and_config_share_the_loss_checks(teacher, name, bad, good):
+    """The Distiller's constructor and DistillConfig run the same check: the same message, the same limit."""
+    student = student_from_teacher(teacher, layers=2)
+    with pytest.raises(ValueError, match=rf"`{name}`.*Received: {name}={bad!r}") as by_distiller:
+        Distiller(teacher, student, **{name: bad})
+    with pytest.raises(ValueError) as by_config:
+        DistillConfig(**{name: bad})
+    assert str(by_config.value) == str(by_distiller.value)
+    assert getattr(Distiller(teacher, student, **{name: good}), name) == getattr(DistillConfig(**{name: good}), name)
 
 
 def test_config_roundtrip_and_keras_file(teacher, batch, tmp_path):
@@ -277,3 +297,29 @@ def test_fit_under_mirrored_strategy_matches_one_device(teacher, batch, mirrored
     assert max(np.abs(a - b).max() for a, b in zip(single, mirrored)) < 1e-5
     moved = max(np.abs(a - b).max() for a, b in zip(single, student_from_teacher(teacher, layers=2).get_weights()))
     assert moved > 1e-3
+
+
+def test_distill_verb_builds_a_student_and_leaves_the_teacher_alone(teacher, batch):
+    x, y = batch
+    split = EncodedSplit(x, y)
+    before, was_trainable = _weights(teacher), teacher.trainable
+    student, history = distill(teacher, split, config=DistillConfig(layers=2, epochs=1), verbose=0)
+    assert config_of(student).num_layers == 2 and student is not teacher
+    assert history.model.student is student and len(history.history["loss"]) == 1
+    assert history.teacher_logits_seconds is not None  # cache_teacher_logits is on by default
+    start = student_from_teacher(teacher, layers=2)  # where the student started: every other teacher layer
+    assert max(np.abs(a - b).max() for a, b in zip(start.get_weights(), student.get_weights())) > 0
+    for a, b in zip(before, teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert teacher.trainable == was_trainable
+
+    # Keyword shortcuts are config settings; they reach the student's shape and the Distiller.
+    narrow, history = distill(teacher, split, split, layers=2, hidden_size=16, num_heads=2, hidden_weight=1.0,
+                              epochs=2, cache_teacher_logits=False, verbose=0)
+    c = config_of(narrow)
+    assert (c.num_layers, c.hidden_size, c.num_heads) == (2, 16, 2)
+    assert history.model.layer_map == [1, 3] and history.model.hidden_projection.kernel.shape == (16, 32)
+    assert len(history.history["hidden_loss"]) == 2 and "val_loss" in history.history
+    assert history.teacher_logits_seconds is None
+    with pytest.raises(TypeError, match=r"Unknown DistillConfig settings \['alfa'\]"):
+        distill(teacher, split, alfa=0.3)

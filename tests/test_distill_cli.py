@@ -2,13 +2,14 @@
 
 import json
 
+import harness
 import numpy as np
 import pytest
 
 from tfspeed import artifacts, cli
 from tfspeed.compat import keras
 from tfspeed.data import EncodedSplit, Tokenizer, from_file
-from tfspeed.models import BertConfig, build_classifier, config_of, layer_by_name
+from tfspeed.models import build_classifier, config_of, layer_by_name
 from tfspeed.train import accuracy, fit_classifier
 
 
@@ -17,8 +18,8 @@ def teacher_dir(tmp_path_factory, vocab_file, sentiment_csv):
     data = from_file(sentiment_csv)
     tok = Tokenizer(vocab_file, seq_length=16)
     keras.utils.set_random_seed(1)
-    model = build_classifier(BertConfig(vocab_size=120, hidden_size=32, num_layers=2, num_heads=2,
-                                        intermediate_size=64, max_positions=16))
+    model = build_classifier(harness.tiny_config(num_heads=2, intermediate_size=64, max_positions=16,
+                                                 type_vocab_size=2, dropout=0.1, attention_dropout=0.1))
     fit_classifier(model, EncodedSplit.from_split(data.train, tok), epochs=5, batch_size=16, learning_rate=3e-3,
                    verbose=0)
     test = EncodedSplit.from_split(data.test, tok)

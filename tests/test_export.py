@@ -13,9 +13,21 @@ import pytest
 
 from tfspeed.compat import keras, tf
 from tfspeed.data import EncodedSplit, Tokenizer, load_dataset
-from tfspeed.export import (BudgetError, ConversionError, Converter, Mode, calibration_features, convert, evaluate,
-                            export_within_budget, format_report, list_ops, op_histogram, parity_report,
-                            save_tflite)
+from tfspeed.export import (
+    BudgetError,
+    ConversionError,
+    Converter,
+    Mode,
+    calibration_features,
+    convert,
+    evaluate,
+    export_within_budget,
+    format_report,
+    list_ops,
+    op_histogram,
+    parity_report,
+    save_tflite,
+)
 from tfspeed.models import INPUT_NAMES, build_classifier
 
 SEQ = 16
@@ -62,7 +74,7 @@ def test_mode_enum_parses_and_lists_accepted_values():
 def test_cli_choices_come_from_the_enum():
     import argparse
 
-    from tfspeed.export import cli
+    from tfspeed.cli import export as cli
 
     parser = argparse.ArgumentParser()
     action = next(a for a in cli.register(parser.add_subparsers())._actions if a.dest == "mode")

@@ -57,7 +57,8 @@ def _to_garden(weight_map, config):
            "type_embeddings/embeddings": weight_map["type_embeddings"][0],
            "embeddings/layer_norm/gamma": weight_map["embeddings_layer_norm"][0],
            "embeddings/layer_norm/beta": weight_map["embeddings_layer_norm"][1],
-           "pooler_transform/kernel": weight_map["pooler_dense"][0], "pooler_transform/bias": weight_map["pooler_dense"][1]}
+           "pooler_transform/kernel": weight_map["pooler_dense"][0],
+           "pooler_transform/bias": weight_map["pooler_dense"][1]}
     for i in range(config.num_layers):
         t = f"transformer/layer_{i}/"
         for name in ("query", "key", "value"):
@@ -67,7 +68,8 @@ def _to_garden(weight_map, config):
         k, b = weight_map[f"layer_{i}_attention_output"]
         out[t + "self_attention/attention_output/kernel"] = k.reshape(n, d, h)
         out[t + "self_attention/attention_output/bias"] = b
-        for src, dst in (("attention_layer_norm", "self_attention_layer_norm"), ("output_layer_norm", "output_layer_norm")):
+        for src, dst in (("attention_layer_norm", "self_attention_layer_norm"),
+                         ("output_layer_norm", "output_layer_norm")):
             out[t + dst + "/gamma"], out[t + dst + "/beta"] = weight_map[f"layer_{i}_{src}"]
         for name in ("intermediate", "output"):
             out[t + name + "/kernel"], out[t + name + "/bias"] = weight_map[f"layer_{i}_{name}"]

@@ -91,9 +91,9 @@ def test_num_classes_is_checked(tiny_config):
 
 def test_native_minilm_matches_numpy_reference():
     """Real all-MiniLM-L6-v2 weights: native encoder vs an independent float64 numpy forward pass."""
+    from numpy_bert import bert_forward
     from safetensors.numpy import load_file
 
-    from numpy_bert import bert_forward
     from tfspeed.hub import load_encoder, sample_inputs
     from tfspeed.hub.presets import minilm_files
 
@@ -106,3 +106,14 @@ def test_native_minilm_matches_numpy_reference():
     diff = np.abs(ours["sequence_output"].numpy() - ref_seq)[valid].max()
     assert diff <= 1e-4, diff
     np.testing.assert_allclose(ours["pooled_output"].numpy(), ref_pooled, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode, atol", [("float32", 1e-4), ("dynamic", 0.05)])
+def test_classifier_reloads_and_its_tflite_follows_keras(tiny_config, tiny_inputs, tmp_path, mode, atol):
+    """The shared harness checks: `.keras` round trip (outputs equal to 1e-6) and the LiteRT file against Keras
+    (float32 within 1e-4: float rounding only; dynamic range within 0.05 on logits of order 1: int8 weights)."""
+    import harness
+
+    model = build_classifier(tiny_config, num_classes=3)
+    harness.run_save_reload_test(model, tiny_inputs, tmp_path)
+    harness.run_litert_parity_test(model, tiny_inputs, mode, atol)

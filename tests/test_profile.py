@@ -11,9 +11,9 @@ import time
 import numpy as np
 import pytest
 
+from tfspeed import cli
 from tfspeed.compat import keras, tf
-from tfspeed.profile import InputError, InvalidModelError, ProfileError, profile_models, tokenize
-from tfspeed.profile import cli, verify
+from tfspeed.profile import InputError, InvalidModelError, ProfileError, profile_models, tokenize, verify
 
 NAMES = ("input_word_ids", "input_mask", "input_type_ids")
 SEQ = 32

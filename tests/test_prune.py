@@ -7,7 +7,9 @@ import pytest
 import tensorflow_model_optimization as tfmot
 
 from tfspeed.compat import keras, tf
-from tfspeed.compress import prune as P
+from tfspeed.compress import pruning as P
+from tfspeed.compress.pruning import callbacks as pruning_callbacks_module
+from tfspeed.export.sparsity import sparsity_report as tflite_sparsity_report
 from tfspeed.hub import build_hub_classifier, export_encoder, sample_inputs
 from tfspeed.models import build_classifier, build_encoder
 
@@ -59,7 +61,7 @@ def test_native_polynomial_reaches_target_and_leaves_caller_untouched(classifier
 
     stripped = P.strip(pruned)
     assert not any(isinstance(l, P.PruneLowMagnitude) for l in stripped.layers)
-    report = P.sparsity_report(stripped, seq_length=SEQ)
+    report = tflite_sparsity_report(stripped, seq_length=SEQ)
     assert report["sparsity"] >= 0.495 and min(v["sparsity"] for v in report["layers"].values()) >= 0.495
     assert report["layers"].keys() == set(expected)
     x = {k: v[:4] for k, v in data[0].items()}
@@ -72,7 +74,7 @@ def test_native_polynomial_reaches_target_and_leaves_caller_untouched(classifier
     for name in expected:
         kernel, bias = dense_model.get_layer(name).get_weights()
         dense_model.get_layer(name).set_weights([rng.normal(0, 0.02, kernel.shape).astype(np.float32), bias])
-    dense = P.sparsity_report(dense_model, seq_length=SEQ)
+    dense = tflite_sparsity_report(dense_model, seq_length=SEQ)
     assert dense["sparsity"] < 0.01
     # gzip shrinks with zeros; the raw dynamic-range file does not
     assert report["tflite"]["dynamic"]["gzip_bytes"] < 0.9 * dense["tflite"]["dynamic"]["gzip_bytes"]
@@ -95,7 +97,7 @@ def test_tfmot_schedule_object_and_embeddings_classifier(classifier, data):
     names = {l.layer.name for l in pruned.layers if isinstance(l, P.PruneLowMagnitude)}
     assert {"word_embeddings", "type_embeddings", "classifier"} <= names
     _fit(pruned, data, epochs=1)
-    report = P.sparsity_report(pruned, include_embeddings=True, include_classifier=True, tflite=False)
+    report = P.sparsity_report(pruned, include_embeddings=True, include_classifier=True)
     assert report["layers"]["word_embeddings"]["sparsity"] >= 0.79 and report["sparsity"] >= 0.79
 
 
@@ -104,7 +106,7 @@ def test_m_by_n_kernels_with_unstructured_embedding_tables(classifier, data):
                      embedding_sparsity=0.7)
     _fit(pruned, data, epochs=1)
     stripped = P.strip(pruned)
-    report = P.sparsity_report(stripped, include_embeddings=True, tflite=False)
+    report = P.sparsity_report(stripped, include_embeddings=True)
     table = stripped.get_layer("word_embeddings").get_weights()[0]
     assert report["layers"]["word_embeddings"]["sparsity"] == pytest.approx(0.7, abs=0.01)
     assert (np.count_nonzero(table.reshape(-1, 4), axis=-1) < 2).any()  # not 2:4: the table is unstructured
@@ -122,7 +124,7 @@ def test_gradual_route_takes_the_embedding_tables_through_a_milder_first_step(cl
 
     def fit(pruned, epochs):
         history = _fit(pruned, data, epochs=epochs)
-        seen.append(P.sparsity_report(P.strip(pruned), include_embeddings=True, tflite=False)["layers"])
+        seen.append(P.sparsity_report(P.strip(pruned), include_embeddings=True)["layers"])
         return history
 
     pruned, history = P.prune_and_fit(classifier, fit, 1, m_by_n=(2, 4), gradual_from=(1, 4), schedule="constant",
@@ -151,13 +153,13 @@ def test_hub_layer_prune_strip_save_reload(hub_dir, data, tmp_path):
     stripped = P.strip(pruned)
     encoder = stripped.get_layer("encoder")
     assert type(encoder).__name__ == "KerasLayer" and not isinstance(encoder, P.PrunableKerasLayer)
-    assert P.sparsity_report(stripped, tflite=False)["sparsity"] >= 0.495
+    assert P.sparsity_report(stripped)["sparsity"] >= 0.495
     stripped.save(tmp_path / "stripped.keras")
     from tfspeed.artifacts import custom_objects
 
     with keras.utils.custom_object_scope(custom_objects()):
         reloaded = keras.models.load_model(tmp_path / "stripped.keras")
-    assert P.sparsity_report(reloaded, tflite=False)["sparsity"] >= 0.495
+    assert P.sparsity_report(reloaded)["sparsity"] >= 0.495
     x = {k: v[:4] for k, v in data[0].items()}
     np.testing.assert_allclose(reloaded(x).numpy(), stripped(x).numpy(), atol=1e-6)
 
@@ -176,7 +178,7 @@ def test_mirrored_strategy_reaches_target(tiny_config, data, mirrored_strategy):
         pruned = P.prune(model, sparsity=0.6, epochs=2, steps_per_epoch=_steps(data))
         history = _fit(pruned, data)
     assert history.history["sparsity"][-1] >= 0.595
-    assert P.sparsity_report(P.strip(pruned), tflite=False)["sparsity"] >= 0.595
+    assert P.sparsity_report(P.strip(pruned))["sparsity"] >= 0.595
 
 
 def test_missing_update_pruning_step_is_a_clear_error(classifier, data):
@@ -266,7 +268,7 @@ def test_tensorboard_pruning_summaries_written_through_fit(classifier, data, tmp
 
 
 def test_tensorboard_missing_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(P, "_has_tensorboard", lambda: False)
+    monkeypatch.setattr(pruning_callbacks_module, "_has_tensorboard", lambda: False)
     with pytest.raises(ValueError, match="pip install tensorboard.*Received: log_dir="):
         P.pruning_callbacks(tmp_path)
 

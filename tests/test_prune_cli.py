@@ -8,8 +8,8 @@ import pytest
 
 from tfspeed import artifacts
 from tfspeed.cli import main
+from tfspeed.cli.prune import parse_structured
 from tfspeed.compat import keras
-from tfspeed.compress.prune_cli import parse_structured
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_prune_unstructured(model_dir, sentiment_csv, tmp_path, capsys):
     assert metrics["report"]["tflite"]["dynamic"]["gzip_bytes"] > 0
     model, info = artifacts.load_model_dir(out)  # stripped: loads without prune_scope
     assert info.stage == "prune" and (out / "encoder" / "saved_model.pb").is_file()
-    from tfspeed.compress.prune import sparsity_report
+    from tfspeed.export.sparsity import sparsity_report
 
     assert sparsity_report(model, tflite=False)["sparsity"] >= 0.495
 
@@ -66,7 +66,7 @@ def test_prune_2_4_with_distillation_from_the_dense_model(model_dir, sentiment_c
     assert history["sparsity"][-1] >= 0.495  # the sparsity logger finds the wrappers inside the Distiller
     assert metrics["accuracy"] >= metrics["dense_accuracy"] - 0.05
     model, _ = artifacts.load_model_dir(out)
-    from tfspeed.compress.prune import targeted_weights
+    from tfspeed.compress.pruning import targeted_weights
 
     for name, kernel in targeted_weights(model).items():
         groups = kernel.T.reshape(kernel.shape[1], -1, 4)
@@ -87,7 +87,7 @@ def test_prune_distill_under_mirrored_strategy(model_dir, sentiment_csv, tmp_pat
 def test_mirrored_strategies_in_one_process_keep_distinct_collective_keys(mirrored_strategy):
     """TF starts every MirroredStrategy at the same collective keys; a second one in the process then aborted all
     collectives ("Shape mismatch in the collective instance 100"). Ours each get keys of their own."""
-    from tfspeed import _cli
+    from tfspeed import distribute
     from tfspeed.compat import tf
 
     def all_reduce(strategy, width):
@@ -97,8 +97,9 @@ def test_mirrored_strategies_in_one_process_keep_distinct_collective_keys(mirror
 
         return [t.numpy() for t in strategy.experimental_local_results(step())]
 
-    strategies = [mirrored_strategy, _cli.mirrored_strategy(["/cpu:0", "/cpu:1"]), _cli.make_strategy("mirrored"),
-                  _cli.mirrored_strategy(["/cpu:0", "/cpu:1"])]
+    strategies = [mirrored_strategy, distribute.mirrored_strategy(["/cpu:0", "/cpu:1"]),
+                  distribute.make_strategy("mirrored"),
+                  distribute.mirrored_strategy(["/cpu:0", "/cpu:1"])]
     for width, strategy in enumerate(strategies, start=3):
         for replica in all_reduce(strategy, width):
             np.testing.assert_array_equal(replica, np.full([width], strategy.num_replicas_in_sync, np.float32))
@@ -122,7 +123,7 @@ def test_prune_2_4_gradually_through_1_4(model_dir, sentiment_csv, tmp_path, cap
     assert 0.245 <= history["sparsity"][0] < 0.3 and history["sparsity"][1] >= 0.495
     assert metrics["sparsity"] >= 0.495
     model, _ = artifacts.load_model_dir(out)
-    from tfspeed.compress.prune import targeted_weights
+    from tfspeed.compress.pruning import targeted_weights
 
     for name, kernel in targeted_weights(model).items():
         groups = kernel.T.reshape(kernel.shape[1], -1, 4)
@@ -130,7 +131,7 @@ def test_prune_2_4_gradually_through_1_4(model_dir, sentiment_csv, tmp_path, cap
 
 
 def test_prune_and_fit_checks_gradual_from(model_dir):
-    from tfspeed.compress import prune as P
+    from tfspeed.compress import pruning as P
 
     model, _ = artifacts.load_model_dir(model_dir)
     with pytest.raises(ValueError, match=r"expected \(m0, n\) with 0 < m0 < m.*Received: gradual_from=\(2, 4\)"):
@@ -142,8 +143,8 @@ def test_prune_and_fit_checks_gradual_from(model_dir):
 def test_fit_student_leaves_the_teacher_trainable_for_the_next_pruning(model_dir, vocab_file, sentiment_csv):
     """A pruned copy made from a teacher after a distillation fit must still train (the Distiller freezes its teacher
     while fitting)."""
-    from tfspeed.compress import prune as P
-    from tfspeed.compress.distill import fit_student
+    from tfspeed.compress import pruning as P
+    from tfspeed.compress.distillation import fit_student
     from tfspeed.data import EncodedSplit, Tokenizer, from_file
 
     model, _ = artifacts.load_model_dir(model_dir)
@@ -163,8 +164,8 @@ def test_fit_student_leaves_the_teacher_trainable_for_the_next_pruning(model_dir
 
 def test_fit_student_with_hidden_states_trains_a_pruned_model(model_dir, vocab_file, sentiment_csv):
     """Layer-by-layer hidden-state distillation reaches the states of a pruned (wrapped) student."""
-    from tfspeed.compress import prune as P
-    from tfspeed.compress.distill import fit_student
+    from tfspeed.compress import pruning as P
+    from tfspeed.compress.distillation import fit_student
     from tfspeed.data import EncodedSplit, Tokenizer, from_file
 
     model, _ = artifacts.load_model_dir(model_dir)

@@ -3,19 +3,21 @@ Keras QAT model, reloads, sparsity kept, two-replica fit, clear errors. Real TFM
 
 import json
 
+import harness
 import numpy as np
 import pytest
 
 from tfspeed import artifacts, cli, export
 from tfspeed.compat import keras, tf
-from tfspeed.compress import qat
+from tfspeed.compress import quantization
+from tfspeed.compress.quantization.training import _range_quantizers
 from tfspeed.data import EncodedSplit, Tokenizer, from_file
-from tfspeed.models import BertConfig, build_classifier, build_encoder
+from tfspeed.export.quantized import int8_fractions, to_tflite
+from tfspeed.models import build_classifier, build_encoder
 from tfspeed.train import accuracy, fit_classifier, predict_logits
 
 SEQ = 16
-CONFIG = BertConfig(vocab_size=120, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48, max_positions=40,
-                    type_vocab_size=2, dropout=0.05, attention_dropout=0.02)
+CONFIG = harness.tiny_config(type_vocab_size=2)
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +38,13 @@ def float_model(toy):
 
 @pytest.fixture(scope="module")
 def qat_model(float_model, toy):
-    model, _ = qat.qat_fit(float_model, toy[0], epochs=1, batch_size=16, learning_rate=1e-4, verbose=0)
+    model, _ = quantization.qat_fit(float_model, toy[0], epochs=1, batch_size=16, learning_rate=1e-4, verbose=0)
     return model
 
 
 @pytest.fixture(scope="module")
 def qat_tflite(qat_model):
-    return qat.to_tflite(qat_model, SEQ)
+    return to_tflite(qat_model, SEQ)
 
 
 def _head(split, n):
@@ -61,33 +63,33 @@ def _copy(model):
 
 def test_quantize_wraps_every_dense_and_the_attention_layers_only(float_model):
     before = [w.copy() for w in float_model.get_weights()]
-    q = qat.quantize(float_model)
+    q = quantization.quantize(float_model)
     wrapped = _wrapped(q)
     dense = [l.name for l in float_model.layers if isinstance(l, keras.layers.Dense)]
     assert len(dense) == 6 * CONFIG.num_layers + 2 and set(dense) <= set(wrapped)
     for i in range(CONFIG.num_layers):
         for part in ("scores", "softmax", "context", "attention_layer_norm", "output_layer_norm"):
-            assert isinstance(wrapped[f"layer_{i}_{part}"].quantize_config, qat.OutputQuantizeConfig)
+            assert isinstance(wrapped[f"layer_{i}_{part}"].quantize_config, quantization.OutputQuantizeConfig)
     # int32 paths are never fake-quantized (only the embedding tables are), and the additive mask stays float
     for name in ("position_embedding", "attention_mask"):
         assert name not in wrapped
     for name in ("word_embeddings", "type_embeddings"):
-        assert isinstance(wrapped[name].quantize_config, qat.EmbeddingQuantizeConfig)
+        assert isinstance(wrapped[name].quantize_config, quantization.EmbeddingQuantizeConfig)
     assert not any(type(l).__name__ == "QuantizeLayer" for l in q.layers)
     # the residual stream stays float: TFMOT would otherwise give each Add feeding a LayerNorm its own output range
     adds = [l.name for l in float_model.layers if isinstance(l, keras.layers.Add)]
     assert len(adds) == 2 * CONFIG.num_layers + 1
-    assert all(isinstance(wrapped[name].quantize_config, qat.FloatQuantizeConfig) for name in adds)
+    assert all(isinstance(wrapped[name].quantize_config, quantization.FloatQuantizeConfig) for name in adds)
     # a new model: the caller's is untouched
     assert not any(hasattr(l, "quantize_config") for l in float_model.layers)
     assert all(np.array_equal(a, b) for a, b in zip(before, float_model.get_weights()))
 
 
 def test_qat_tflite_is_all_int8_and_agrees_with_keras(qat_model, qat_tflite, toy):
-    fractions = qat.int8_fractions(qat_tflite)
+    fractions = int8_fractions(qat_tflite)
     assert fractions == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
     counts = export.op_histogram(qat_tflite)["int8"]
-    split = qat.split_of(qat_model)  # qat_fit computes outlier channels apart when the data shows some
+    split = quantization.split_of(qat_model)  # qat_fit computes outlier channels apart when the data shows some
     assert counts["FULLY_CONNECTED"]["total"] == 6 * CONFIG.num_layers + 2 + 2 * len(split)
     assert counts["BATCH_MATMUL"]["total"] == 2 * CONFIG.num_layers
     _assert_residual_float_and_tables_int8(qat_tflite)
@@ -137,9 +139,9 @@ def test_agrees_with_keras_on_padded_inputs_with_a_residual_outlier(float_model,
         layer.set_weights([kernel, bias])
     test = toy[1]
     assert test.features["input_mask"].mean() < 0.8  # real padding in the examples
-    q = qat.quantize(model)
-    qat.calibrate(q, toy[0], num_batches=4, batch_size=16)
-    tflite = qat.to_tflite(q, SEQ)
+    q = quantization.quantize(model)
+    quantization.calibrate(q, toy[0], num_batches=4, batch_size=16)
+    tflite = to_tflite(q, SEQ)
     _assert_residual_float_and_tables_int8(tflite)
     keras_logits, lite_logits = predict_logits(q, test), export.evaluate(tflite, test)
     assert np.mean(keras_logits.argmax(-1) == lite_logits.argmax(-1)) >= 0.97
@@ -161,23 +163,24 @@ def test_outlier_channels_get_their_own_int8_fully_connected(float_model, toy, t
     """MiniLM's FFN outputs carry a channel ~100x the others: split apart, the other channels keep a fine int8 step,
     every FULLY_CONNECTED stays int8 and the file still computes what Keras simulated."""
     model = _with_outlier(float_model)
-    found = qat.find_outlier_channels(model, toy[0], batch_size=16)
+    found = quantization.find_outlier_channels(model, toy[0], batch_size=16)
     assert found == {f"layer_{i}_output": [3] for i in range(CONFIG.num_layers)}
-    split = qat.split_channels(model, found)
+    split = quantization.split_channels(model, found)
     x, _ = toy[1].batch(np.arange(8))
     np.testing.assert_allclose(split(x).numpy(), model(x).numpy(), atol=1e-5)  # the same function in float
-    assert qat.split_of(split) == found
+    assert quantization.split_of(split) == found
 
-    q = qat.quantize(model, outlier_channels=found)
-    qat.calibrate(q, toy[0], num_batches=4, batch_size=16)
-    tflite = qat.to_tflite(q, SEQ)
-    assert qat.int8_fractions(tflite) == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
+    q = quantization.quantize(model, outlier_channels=found)
+    quantization.calibrate(q, toy[0], num_batches=4, batch_size=16)
+    tflite = to_tflite(q, SEQ)
+    assert int8_fractions(tflite) == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
     assert export.op_histogram(tflite)["int8"]["FULLY_CONNECTED"]["total"] == 8 * CONFIG.num_layers + 2
     fc_scales = {t["name"]: t["quantization"][0] for op, _, outs in _op_tensors(tflite) if op == "FULLY_CONNECTED"
                  for t in outs}
     normal = [v for k, v in fc_scales.items() if "layer_0_output/" in k]
     outlier = [v for k, v in fc_scales.items() if "layer_0_output_outliers/" in k]
-    assert normal and outlier and normal[0] < outlier[0] / 5  # the ordinary channels are not rounded to the outlier's step
+    # the ordinary channels are not rounded to the outlier's step
+    assert normal and outlier and normal[0] < outlier[0] / 5
     test = toy[1]
     keras_logits, lite_logits = predict_logits(q, test), export.evaluate(tflite, test)
     assert np.mean(keras_logits.argmax(-1) == lite_logits.argmax(-1)) >= 0.97
@@ -188,9 +191,9 @@ def test_outlier_channels_get_their_own_int8_fully_connected(float_model, toy, t
     assert np.all(kernel[:, 3] == 0)
     path = tmp_path / "split.keras"
     q.save(path)
-    with qat.quantize_scope():
+    with quantization.quantize_scope():
         reloaded = keras.models.load_model(path)
-    assert qat.split_of(reloaded) == found
+    assert quantization.split_of(reloaded) == found
     np.testing.assert_allclose(reloaded(x).numpy(), q(x).numpy(), atol=1e-5)
 
 
@@ -214,34 +217,34 @@ def test_smoothing_gives_outlier_norms_and_units_a_finer_int8_step(float_model, 
     """LayerNorm outlier channels scaled down into the next kernels, FFN outlier units computed apart: the same
     function in float, every matmul still int8, finer int8 steps on the LayerNorm and GELU outputs."""
     model = _with_norm_and_unit_outliers(float_model)
-    scales = qat.layer_norm_scales(model, toy[0], batch_size=16)
-    units = qat.find_outlier_channels(model, toy[0], qat.OUTLIER_UNITS, batch_size=16)
+    scales = quantization.layer_norm_scales(model, toy[0], batch_size=16)
+    units = quantization.find_outlier_channels(model, toy[0], quantization.OUTLIER_UNITS, batch_size=16)
     assert units == {f"layer_{i}_intermediate": [7] for i in range(CONFIG.num_layers)}
     for i in range(CONFIG.num_layers):
         s = scales[f"layer_{i}_attention_layer_norm"]
         assert s[5] > 2 and s[5] == s.max()  # the outlier channel is divided the most
-    smooth = qat.split_units(qat.smooth_layer_norms(model, scales), units)
+    smooth = quantization.split_units(quantization.smooth_layer_norms(model, scales), units)
     x, _ = toy[1].batch(np.arange(8))
     np.testing.assert_allclose(smooth(x).numpy(), model(x).numpy(), atol=1e-4)  # the same function in float
-    assert sorted(qat.smoothed_layer_norms(smooth)) == sorted(scales)
+    assert sorted(quantization.smoothed_layer_norms(smooth)) == sorted(scales)
     assert smooth.get_layer("layer_0_intermediate_outliers").units == 1
 
     def steps(q):
-        tflite = qat.to_tflite(q, SEQ)
+        tflite = to_tflite(q, SEQ)
         scale = {t["name"]: t["quantization"][0] for op, _, outs in _op_tensors(tflite) for t in outs
                  if t["dtype"] == np.int8}
         norm = max(v for k, v in scale.items() if "layer_0_attention_layer_norm/" in k)
         gelu = max(v for k, v in scale.items() if "layer_0_intermediate/" in k and "Gelu" in k)
         return tflite, norm, gelu
 
-    plain = qat.quantize(model)
-    qat.calibrate(plain, toy[0], num_batches=4, batch_size=16)
-    smoothed = qat.quantize(model, layer_norm_scales=scales, outlier_units=units)
-    qat.calibrate(smoothed, toy[0], num_batches=4, batch_size=16)
+    plain = quantization.quantize(model)
+    quantization.calibrate(plain, toy[0], num_batches=4, batch_size=16)
+    smoothed = quantization.quantize(model, layer_norm_scales=scales, outlier_units=units)
+    quantization.calibrate(smoothed, toy[0], num_batches=4, batch_size=16)
     _, plain_norm, plain_gelu = steps(plain)
     tflite, norm, gelu = steps(smoothed)
     assert norm < plain_norm / 2 and gelu < plain_gelu / 2
-    assert qat.int8_fractions(tflite) == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
+    assert int8_fractions(tflite) == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
     test = toy[1]
     keras_logits, lite_logits = predict_logits(smoothed, test), export.evaluate(tflite, test)
     assert np.mean(keras_logits.argmax(-1) == lite_logits.argmax(-1)) >= 0.97
@@ -254,46 +257,69 @@ def test_smoothing_gives_outlier_norms_and_units_a_finer_int8_step(float_model, 
     assert np.all(kernel[:, 7] == 0)
     path = tmp_path / "smooth.keras"
     smoothed.save(path)
-    with qat.quantize_scope():
+    with quantization.quantize_scope():
         reloaded = keras.models.load_model(path)
-    assert sorted(qat.smoothed_layer_norms(reloaded)) == sorted(scales)
+    assert sorted(quantization.smoothed_layer_norms(reloaded)) == sorted(scales)
     np.testing.assert_allclose(reloaded(x).numpy(), smoothed(x).numpy(), atol=1e-5)
 
 
 def test_qat_fit_smooths_by_default(float_model, toy):
     model = _with_norm_and_unit_outliers(float_model)
-    q, _ = qat.qat_fit(model, _head(toy[0], 64), epochs=1, batch_size=16, learning_rate=1e-4, verbose=0)
-    assert qat.smoothed_layer_norms(q)  # the LayerNorm outlier channel was scaled down
-    assert all(f"layer_{i}_intermediate" in qat.split_of(q) for i in range(CONFIG.num_layers))  # unit 7 apart
-    plain, _ = qat.qat_fit(model, _head(toy[0], 64), epochs=1, batch_size=16, learning_rate=1e-4, verbose=0,
-                           smooth=None)
-    assert not qat.smoothed_layer_norms(plain) and "layer_0_intermediate" not in qat.split_of(plain)
+    q, _ = quantization.qat_fit(model, _head(toy[0], 64), epochs=1, batch_size=16, learning_rate=1e-4, verbose=0)
+    assert quantization.smoothed_layer_norms(q)  # the LayerNorm outlier channel was scaled down
+    assert all(f"layer_{i}_intermediate" in quantization.split_of(q) for i in range(CONFIG.num_layers))  # unit 7 apart
+    plain, _ = quantization.qat_fit(model, _head(toy[0], 64), epochs=1, batch_size=16, learning_rate=1e-4, verbose=0,
+                                    smooth=None)
+    assert not quantization.smoothed_layer_norms(plain) and "layer_0_intermediate" not in quantization.split_of(plain)
 
 
 def test_qat_fit_distills_from_the_float_model(float_model, toy):
     before = [w.copy() for w in float_model.get_weights()]
-    q, history = qat.qat_fit(float_model, _head(toy[0], 64), epochs=1, batch_size=16, learning_rate=1e-4, verbose=0)
+    q, history = quantization.qat_fit(float_model, _head(toy[0], 64), epochs=1, batch_size=16, learning_rate=1e-4,
+                                      verbose=0)
     assert "distillation_loss" in history.history and np.isfinite(history.history["distillation_loss"][0])
     assert float_model.trainable and all(np.array_equal(a, b) for a, b in zip(before, float_model.get_weights()))
     assert np.mean(predict_logits(q, toy[1]).argmax(-1) == toy[1].labels) >= accuracy(float_model, toy[1]) - 0.05
-    assert qat.int8_fractions(qat.to_tflite(q, SEQ)) == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
-    _, labels_only = qat.qat_fit(float_model, _head(toy[0], 32), epochs=1, batch_size=16, verbose=0, distill=False)
+    assert int8_fractions(to_tflite(q, SEQ)) == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
+    _, labels_only = quantization.qat_fit(float_model, _head(toy[0], 32), epochs=1, batch_size=16, verbose=0,
+                                          distill=False)
     assert "distillation_loss" not in labels_only.history
     with pytest.raises(ValueError, match="distill='yes'"):
-        qat.qat_fit(float_model, toy[0], distill="yes")
+        quantization.qat_fit(float_model, toy[0], distill="yes")
+
+
+def test_qat_fit_takes_a_config_with_keyword_overrides(float_model, toy):
+    """`config=QATConfig(...)` sets the fit; keyword overrides win over it; a dict of outlier channels found
+    beforehand is still accepted for `outlier_channels` (split as given, none searched)."""
+    from tfspeed.compress.quantization import QATConfig
+
+    model = _with_norm_and_unit_outliers(_with_outlier(float_model))
+    config = QATConfig(epochs=2, batch_size=16, smooth="none", outlier_channels="none", calibration_batches=2,
+                       freeze_ranges=False, distill=False)
+    q, history = quantization.qat_fit(model, _head(toy[0], 32), config=config, learning_rate=1e-4, verbose=0)
+    assert len(history.history["loss"]) == 2 and "distillation_loss" not in history.history
+    assert quantization.is_quantized(q)
+    assert quantization.split_of(q) == {} and quantization.smoothed_layer_norms(q) == []  # nothing searched
+    assert all(qq.ema_decay == 0.999 for qq in _range_quantizers(q))  # freeze_ranges=False: the EMA goes on
+    assert config.learning_rate == 2e-5  # the override did not change the caller's config
+    given = {"layer_0_output": [3]}
+    q, _ = quantization.qat_fit(model, _head(toy[0], 32), config=config, epochs=1, outlier_channels=given,
+                                freeze_ranges=True, verbose=0)
+    assert quantization.split_of(q) == given
+    assert all(qq.ema_decay == 1.0 for qq in _range_quantizers(q))
 
 
 def test_smoothing_refuses_bad_input(float_model, toy):
     with pytest.raises(ValueError, match="'layer_0_output' is not a Dense layer of `model` feeding exactly one Dense"):
-        qat.split_units(float_model, {"layer_0_output": [1]})
+        quantization.split_units(float_model, {"layer_0_output": [1]})
     with pytest.raises(ValueError, match=r"units\['layer_0_intermediate'\].*\[0, 48\)"):
-        qat.split_units(float_model, {"layer_0_intermediate": [48]})
+        quantization.split_units(float_model, {"layer_0_intermediate": [48]})
     with pytest.raises(ValueError, match="'layer_0_query' is not a LayerNormalization"):
-        qat.smooth_layer_norms(float_model, {"layer_0_query": np.ones(32)})
+        quantization.smooth_layer_norms(float_model, {"layer_0_query": np.ones(32)})
     with pytest.raises(ValueError, match="weight_growth=0.5"):
-        qat.layer_norm_scales(float_model, toy[0], weight_growth=0.5)
+        quantization.layer_norm_scales(float_model, toy[0], weight_growth=0.5)
     with pytest.raises(ValueError, match="smooth='yes'"):
-        qat.qat_fit(float_model, toy[0], smooth="yes")
+        quantization.qat_fit(float_model, toy[0], smooth="yes")
 
 
 def _with_outlier_head(float_model, head=1, factor=12.0):
@@ -314,69 +340,69 @@ def test_outlier_heads_get_their_own_int8_batch_matmul(float_model, toy, tmp_pat
     from tfspeed.models.bert import config_of
 
     model = _with_outlier_head(float_model)
-    heads = qat.find_outlier_heads(model, toy[0], batch_size=16)
+    heads = quantization.find_outlier_heads(model, toy[0], batch_size=16)
     assert heads == {"layer_0_scores": [1]}
-    assert qat.find_outlier_heads(float_model, toy[0], batch_size=16) == {}
-    split = qat.split_heads(model, heads)
+    assert quantization.find_outlier_heads(float_model, toy[0], batch_size=16) == {}
+    split = quantization.split_heads(model, heads)
     x, _ = toy[1].batch(np.arange(8))
     np.testing.assert_allclose(split(x).numpy(), model(x).numpy(), atol=1e-4)
     assert split.get_layer("layer_0_scores").num_heads == CONFIG.num_heads - 1
-    assert qat.split_heads_of(split) == {"layer_0_scores": 1}
+    assert quantization.split_heads_of(split) == {"layer_0_scores": 1}
     assert config_of(split).layer_num_heads == config_of(model).layer_num_heads  # still 4 heads per layer
 
     def score_steps(q):
-        tflite = qat.to_tflite(q, SEQ)
+        tflite = to_tflite(q, SEQ)
         steps = [outs[0]["quantization"][0] for op, _, outs in _op_tensors(tflite)
                  if op == "BATCH_MATMUL" and "layer_0_scores" in outs[0]["name"]]
         return tflite, steps
 
-    plain = qat.quantize(model)
-    qat.calibrate(plain, toy[0], num_batches=4, batch_size=16)
-    apart = qat.quantize(model, outlier_heads=heads)
-    qat.calibrate(apart, toy[0], num_batches=4, batch_size=16)
+    plain = quantization.quantize(model)
+    quantization.calibrate(plain, toy[0], num_batches=4, batch_size=16)
+    apart = quantization.quantize(model, outlier_heads=heads)
+    quantization.calibrate(apart, toy[0], num_batches=4, batch_size=16)
     _, (plain_step,) = score_steps(plain)
     tflite, steps = score_steps(apart)
     assert len(steps) == 2 and min(steps) < plain_step / 4 and max(steps) >= plain_step / 2
-    assert qat.int8_fractions(tflite) == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
+    assert int8_fractions(tflite) == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
     test = toy[1]
     keras_logits, lite_logits = predict_logits(apart, test), export.evaluate(tflite, test)
     assert np.mean(keras_logits.argmax(-1) == lite_logits.argmax(-1)) >= 0.97
     path = tmp_path / "heads.keras"
     apart.save(path)
-    with qat.quantize_scope():
+    with quantization.quantize_scope():
         reloaded = keras.models.load_model(path)
-    assert qat.split_heads_of(reloaded) == {"layer_0_scores": 1}
+    assert quantization.split_heads_of(reloaded) == {"layer_0_scores": 1}
     np.testing.assert_allclose(reloaded(x).numpy(), apart(x).numpy(), atol=1e-5)
 
 
 def test_split_heads_refuses_bad_heads(float_model, toy):
     with pytest.raises(ValueError, match="'layer_0_query' is not an attention scores layer"):
-        qat.split_heads(float_model, {"layer_0_query": [1]})
+        quantization.split_heads(float_model, {"layer_0_query": [1]})
     with pytest.raises(ValueError, match=r"heads\['layer_0_scores'\].*\[0, 4\).*\[0, 1, 2, 3\]"):
-        qat.split_heads(float_model, {"layer_0_scores": [0, 1, 2, 3]})
+        quantization.split_heads(float_model, {"layer_0_scores": [0, 1, 2, 3]})
     with pytest.raises(ValueError, match="expected a dict"):
-        qat.split_heads(float_model, [1])
+        quantization.split_heads(float_model, [1])
     with pytest.raises(ValueError, match="ratio=1"):
-        qat.find_outlier_heads(float_model, toy[0], ratio=1)
+        quantization.find_outlier_heads(float_model, toy[0], ratio=1)
 
 
 def test_split_channels_refuses_bad_channels(float_model):
     with pytest.raises(ValueError, match="'layer_0_softmax' is not a Dense layer"):
-        qat.split_channels(float_model, {"layer_0_softmax": [1]})
+        quantization.split_channels(float_model, {"layer_0_softmax": [1]})
     with pytest.raises(ValueError, match=r"channels\['layer_0_output'\].*\[0, 32\)"):
-        qat.split_channels(float_model, {"layer_0_output": [40]})
+        quantization.split_channels(float_model, {"layer_0_output": [40]})
     with pytest.raises(ValueError, match="ratio"):
-        qat.find_outlier_channels(float_model, None, ratio=0.5)
+        quantization.find_outlier_channels(float_model, None, ratio=0.5)
 
 
 def test_float_outputs_keep_the_ffn_output_projections_float(float_model, toy):
-    q = qat.quantize(float_model, float_outputs=qat.OUTLIER_OUTPUTS)
+    q = quantization.quantize(float_model, float_outputs=quantization.OUTLIER_OUTPUTS)
     wrapped = _wrapped(q)
     for i in range(CONFIG.num_layers):
         assert wrapped[f"layer_{i}_output"].quantize_config.activation_attrs == []  # no output range
         assert wrapped[f"layer_{i}_intermediate"].quantize_config.activation_attrs == ["activation"]
-    qat.calibrate(q, toy[0], num_batches=2, batch_size=16)
-    tflite = qat.to_tflite(q, SEQ)
+    quantization.calibrate(q, toy[0], num_batches=2, batch_size=16)
+    tflite = to_tflite(q, SEQ)
     counts = export.op_histogram(tflite)["int8"]
     assert counts["FULLY_CONNECTED"]["int8"] == counts["FULLY_CONNECTED"]["total"] - CONFIG.num_layers
     assert counts["BATCH_MATMUL"]["int8"] == counts["BATCH_MATMUL"]["total"]
@@ -384,97 +410,98 @@ def test_float_outputs_keep_the_ffn_output_projections_float(float_model, toy):
     agree = np.mean(predict_logits(q, test).argmax(-1) == export.evaluate(tflite, test).argmax(-1))
     assert agree >= 0.97
     with pytest.raises(ValueError, match="float_outputs='layer_0_output'"):
-        qat.quantize(float_model, float_outputs="layer_0_output")
+        quantization.quantize(float_model, float_outputs="layer_0_output")
 
 
 def test_calibrate_replaces_tfmot_initial_ranges_with_the_data_ranges(float_model, toy):
-    q = qat.quantize(float_model)
+    q = quantization.quantize(float_model)
     norm = _wrapped(q)["layer_0_attention_layer_norm"]
     assert [float(v) for v in norm._output_quantizer_vars.values()] == [-6.0, 6.0]  # TFMOT's start
     x, _ = toy[1].batch(np.arange(len(toy[1])))
     before = np.abs(q(x, training=False).numpy() - float_model(x, training=False).numpy()).max()
-    assert qat.calibrate(q, toy[0], num_batches=4, batch_size=16) == 4
+    assert quantization.calibrate(q, toy[0], num_batches=4, batch_size=16) == 4
     low, high = (float(v) for v in norm._output_quantizer_vars.values())
     assert low < 0 < high and (low, high) != (-6.0, 6.0)
     after = np.abs(q(x, training=False).numpy() - float_model(x, training=False).numpy()).max()
     assert after < before / 3  # measured: 0.006 after vs 0.65 before on this toy model
-    assert all(qq.ema_decay == 0.999 for qq in qat._range_quantizers(q))  # restored for fit
+    assert all(qq.ema_decay == 0.999 for qq in _range_quantizers(q))  # restored for fit
     with pytest.raises(ValueError, match="num_batches=0"):
-        qat.calibrate(q, toy[0], num_batches=0)
+        quantization.calibrate(q, toy[0], num_batches=0)
 
 
 def test_percentile_calibration_narrows_ranges_and_freeze_keeps_them_through_fit(float_model, toy):
     ranges = lambda m: {n: [float(v) for v in l._output_quantizer_vars.values()]  # noqa: E731
                         for n, l in _wrapped(m).items() if getattr(l, "_output_quantizer_vars", None)}
-    full, clipped = qat.quantize(float_model), qat.quantize(float_model)
-    qat.calibrate(full, toy[0], num_batches=4, batch_size=16)
-    qat.calibrate(clipped, toy[0], num_batches=4, batch_size=16, percentile=99.0, freeze=True)
+    full, clipped = quantization.quantize(float_model), quantization.quantize(float_model)
+    quantization.calibrate(full, toy[0], num_batches=4, batch_size=16)
+    quantization.calibrate(clipped, toy[0], num_batches=4, batch_size=16, percentile=99.0, freeze=True)
     a, b = ranges(full), ranges(clipped)
     assert a.keys() == b.keys() and a
     width = {n: (a[n][1] - a[n][0], b[n][1] - b[n][0]) for n in a}
     assert all(w_clip <= w_full + 1e-6 for w_full, w_clip in width.values())
     assert any(w_clip < 0.9 * w_full for w_full, w_clip in width.values())  # the extremes were clipped somewhere
-    assert all(q.ema_decay == 1.0 for q in qat._range_quantizers(clipped))
+    assert all(q.ema_decay == 1.0 for q in _range_quantizers(clipped))
     fit_classifier(clipped, toy[0], epochs=1, batch_size=16, learning_rate=1e-4, verbose=0)
     after = ranges(clipped)  # frozen through fit: an EMA with decay 1.0 keeps old * 1 + new * 0, exact in float32
     assert after.keys() == b.keys()
     for name in b:
         np.testing.assert_allclose(after[name], b[name], rtol=1e-6, atol=0, err_msg=name)
-    tflite = qat.to_tflite(clipped, SEQ)
-    assert qat.int8_fractions(tflite) == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
+    tflite = to_tflite(clipped, SEQ)
+    assert int8_fractions(tflite) == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
     agree = np.mean(export.evaluate(tflite, toy[1]).argmax(-1) == predict_logits(clipped, toy[1]).argmax(-1))
     assert agree >= 0.97
     with pytest.raises(ValueError, match=r"`percentile`, expected a number in \(50, 100\).*Received: percentile=100"):
-        qat.calibrate(clipped, toy[0], percentile=100)
+        quantization.calibrate(clipped, toy[0], percentile=100)
 
 
 def test_to_tflite_refuses_a_float_model_and_a_bad_seq_length(float_model, qat_model):
     with pytest.raises(ValueError, match="Expected a QAT model"):
-        qat.to_tflite(float_model, SEQ)
+        to_tflite(float_model, SEQ)
     with pytest.raises(ValueError, match="seq_length=0"):
-        qat.to_tflite(qat_model, 0)
+        to_tflite(qat_model, 0)
 
 
 def test_save_and_reload_with_quantize_scope(qat_model, toy, tmp_path):
     path = tmp_path / "qat.keras"
     qat_model.save(path)
-    with qat.quantize_scope():
+    with quantization.quantize_scope():
         loaded = keras.models.load_model(path)
     x, _ = toy[1].batch(np.arange(8))
     np.testing.assert_allclose(loaded(x, training=False), qat_model(x, training=False), atol=1e-6)
-    assert qat.is_quantized(loaded)
+    assert quantization.is_quantized(loaded)
 
 
 def test_quantize_configs_round_trip():
-    config = qat.OutputQuantizeConfig(num_bits=7, symmetric=True)
+    config = quantization.OutputQuantizeConfig(num_bits=7, symmetric=True)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(config))
-    assert isinstance(restored, qat.OutputQuantizeConfig) and restored.get_config() == {"num_bits": 7, "symmetric": True,
-                                                                                         "fixed_range": None}
-    dense = qat.DenseQuantizeConfig(preserve_sparsity=True)
+    assert isinstance(restored, quantization.OutputQuantizeConfig)
+    assert restored.get_config() == {"num_bits": 7, "symmetric": True, "fixed_range": None}
+    dense = quantization.DenseQuantizeConfig(preserve_sparsity=True)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(dense))
-    assert restored == dense and isinstance(restored.weight_quantizer, qat.SparsityPreservingQuantizer)
-    assert not isinstance(qat.DenseQuantizeConfig().weight_quantizer, qat.SparsityPreservingQuantizer)
-    quantizer = qat.SparsityPreservingQuantizer(num_bits=6, narrow_range=False)
-    assert qat.SparsityPreservingQuantizer.from_config(quantizer.get_config()) == quantizer
-    ranges = qat.RangeQuantizer(num_bits=7, symmetric=True, ema_decay=0.99)
+    assert restored == dense and isinstance(restored.weight_quantizer, quantization.SparsityPreservingQuantizer)
+    assert not isinstance(quantization.DenseQuantizeConfig().weight_quantizer, quantization.SparsityPreservingQuantizer)
+    quantizer = quantization.SparsityPreservingQuantizer(num_bits=6, narrow_range=False)
+    assert quantization.SparsityPreservingQuantizer.from_config(quantizer.get_config()) == quantizer
+    ranges = quantization.RangeQuantizer(num_bits=7, symmetric=True, ema_decay=0.99)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(ranges))
     assert restored == ranges and restored.ema_decay == 0.99
     with pytest.raises(ValueError, match="ema_decay=1.5"):
-        qat.RangeQuantizer(ema_decay=1.5)
+        quantization.RangeQuantizer(ema_decay=1.5)
     with pytest.raises(ValueError, match="num_bits=9"):
-        qat.OutputQuantizeConfig(num_bits=9)
+        quantization.OutputQuantizeConfig(num_bits=9)
     embedding = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(
-        qat.EmbeddingQuantizeConfig(num_bits=6)))
-    assert embedding == qat.EmbeddingQuantizeConfig(num_bits=6)
-    assert keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(qat.FloatQuantizeConfig())) == \
-        qat.FloatQuantizeConfig()
+        quantization.EmbeddingQuantizeConfig(num_bits=6)))
+    assert embedding == quantization.EmbeddingQuantizeConfig(num_bits=6)
+    float_config = quantization.FloatQuantizeConfig()
+    assert keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(float_config)) == \
+        quantization.FloatQuantizeConfig()
     with pytest.raises(ValueError, match="num_bits=1"):
-        qat.EmbeddingQuantizeConfig(num_bits=1)
-    qat.OutputQuantizeConfig(num_bits=8)  # the upper limit itself is fine
-    fixed = qat.OutputQuantizeConfig(fixed_range=qat.SOFTMAX_RANGE)
+        quantization.EmbeddingQuantizeConfig(num_bits=1)
+    quantization.OutputQuantizeConfig(num_bits=8)  # the upper limit itself is fine
+    fixed = quantization.OutputQuantizeConfig(fixed_range=quantization.SOFTMAX_RANGE)
     assert keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(fixed)) == fixed
     with pytest.raises(ValueError, match=r"fixed_range=\(1, 0\)"):
-        qat.OutputQuantizeConfig(fixed_range=(1, 0))
+        quantization.OutputQuantizeConfig(fixed_range=(1, 0))
 
 
 def _dense_kernels(model):
@@ -500,22 +527,22 @@ def _pruned_copy(model, sparsity=0.5):
 
 def test_preserve_sparsity_keeps_zeros_through_fit_reload_and_int8_file(float_model, toy, tmp_path):
     pruned = _pruned_copy(float_model)
-    kept, _ = qat.qat_fit(pruned, toy[0], epochs=1, batch_size=16, learning_rate=1e-3, preserve_sparsity=True,
-                          verbose=0)
+    kept, _ = quantization.qat_fit(pruned, toy[0], epochs=1, batch_size=16, learning_rate=1e-3, preserve_sparsity=True,
+                                   verbose=0)
     for name, kernel in _dense_kernels(kept).items():
         assert np.mean(kernel == 0) >= 0.5, name
     # without the prune-preserving scheme the same fit fills the zeros back in (the contrast the option exists for)
-    lost, _ = qat.qat_fit(pruned, _head(toy[0], 96), epochs=1, batch_size=16, learning_rate=1e-3, verbose=0)
+    lost, _ = quantization.qat_fit(pruned, _head(toy[0], 96), epochs=1, batch_size=16, learning_rate=1e-3, verbose=0)
     assert np.mean([np.mean(k == 0) for k in _dense_kernels(lost).values()]) < 0.1
     # the mask is a saved variable: a reloaded model keeps preserving
     kept.save(tmp_path / "kept.keras")
-    with qat.quantize_scope():
+    with quantization.quantize_scope():
         loaded = keras.models.load_model(tmp_path / "kept.keras")
     masks = [w.numpy() for w in loaded.weights if "sparsity_mask" in w.name]
     assert len(masks) == 6 * CONFIG.num_layers + 2 and all(np.mean(m == 0) >= 0.5 for m in masks)
     # and the zeros are in the int8 file: weights of every FULLY_CONNECTED at least half zeros
-    tflite = qat.to_tflite(kept, SEQ)
-    assert qat.int8_fractions(tflite)["FULLY_CONNECTED"] == 1.0
+    tflite = to_tflite(kept, SEQ)
+    assert int8_fractions(tflite)["FULLY_CONNECTED"] == 1.0
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_content=tflite)
@@ -525,8 +552,8 @@ def test_preserve_sparsity_keeps_zeros_through_fit_reload_and_int8_file(float_mo
 
 
 def test_qat_fit_under_mirrored_strategy(float_model, toy, mirrored_strategy):
-    model, history = qat.qat_fit(float_model, _head(toy[0], 96), epochs=1, batch_size=16, learning_rate=1e-4,
-                                 strategy=mirrored_strategy, verbose=0)
+    model, history = quantization.qat_fit(float_model, _head(toy[0], 96), epochs=1, batch_size=16, learning_rate=1e-4,
+                                          strategy=mirrored_strategy, verbose=0)
     kernel = _wrapped(model)["layer_0_query"]._weight_vars[0][0]
     assert isinstance(kernel, tf.distribute.DistributedValues) and len(kernel.values) == 2
     assert np.isfinite(history.history["loss"]).all()
@@ -537,13 +564,13 @@ def test_unsupported_layers_are_listed_with_what_to_do(float_model):
     doubled = keras.layers.Lambda(lambda x: x * 2.0, name="double_logits")(float_model.output)
     model = keras.Model(float_model.input, doubled)
     with pytest.raises(ValueError, match=r"double_logits \(Lambda\).*Rebuild the model as a native tfspeed BERT"):
-        qat.quantize(model)
-    assert qat.unsupported_layers(model) == [("double_logits", "Lambda")]
-    assert qat.unsupported_layers(float_model) == []
+        quantization.quantize(model)
+    assert quantization.unsupported_layers(model) == [("double_logits", "Lambda")]
+    assert quantization.unsupported_layers(float_model) == []
     with pytest.raises(ValueError, match="preserve_sparsity='yes'"):
-        qat.quantize(float_model, preserve_sparsity="yes")
+        quantization.quantize(float_model, preserve_sparsity="yes")
     with pytest.raises(ValueError, match="already wrapped by TFMOT"):
-        qat.quantize(qat.quantize(float_model))
+        quantization.quantize(quantization.quantize(float_model))
 
 
 def test_hub_layer_model_is_imported_into_the_native_encoder(tmp_path, tiny_config):
@@ -555,10 +582,10 @@ def test_hub_layer_model_is_imported_into_the_native_encoder(tmp_path, tiny_conf
     for v in hub_model.get_layer("encoder").trainable_variables:  # as if fine-tuned: the import must keep these
         v.assign(v * 1.1)
     x = sample_inputs(tiny_config, batch=3, seq_length=12)
-    native = qat.to_native(hub_model)
+    native = quantization.to_native(hub_model)
     np.testing.assert_allclose(native(x, training=False), hub_model(x, training=False), atol=1e-4)
-    q = qat.quantize(hub_model)
-    assert qat.is_quantized(q) and "layer_1_query" in _wrapped(q)
+    q = quantization.quantize(hub_model)
+    assert quantization.is_quantized(q) and "layer_1_query" in _wrapped(q)
     assert q(x, training=False).shape == (3, 3)
 
 
@@ -576,8 +603,8 @@ def test_cli_writes_qat_model_tflite_and_metrics(float_model, vocab_file, sentim
     assert metrics["accuracy"] >= 0.9 and metrics["tflite_accuracy"] >= 0.9 and metrics["argmax_agreement"] >= 0.97
     assert metrics["int8_fraction"] == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
     assert (out / "model_int8.tflite").read_bytes()[4:8] == b"TFL3"
-    loaded, info = artifacts.load_model_dir(out, scope=qat.custom_objects())
-    assert qat.is_quantized(loaded) and info.stage == "qat" and info.seq_length == SEQ
+    loaded, info = artifacts.load_model_dir(out, scope=quantization.custom_objects())
+    assert quantization.is_quantized(loaded) and info.stage == "qat" and info.seq_length == SEQ
     assert cli.main(argv) == 1 and "already exists" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(argv[:-2] + ["--calibration-percentile", "100", "--out", str(tmp_path / "bad")])

@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-from tfspeed import artifacts, cli
-from tfspeed.models import build_classifier
+from tfspeed import cli
 from tfspeed.recipe import RecipeConfig
 from tfspeed.recipe.report import build, pick_combined
 from tfspeed.recipe.runner import Optimizer
@@ -74,18 +73,6 @@ def test_out_dir_of_another_recipe_is_refused(tmp_path):
     assert (tmp_path / "other" / "file.txt").read_text() == "keep me"
 
 
-@pytest.fixture(scope="module")
-def tiny_teacher_dir(tiny_config, vocab_file, tmp_path_factory):
-    from tfspeed.data import from_file  # noqa: F401
-
-    path = tmp_path_factory.mktemp("teacher") / "teacher"
-    model = build_classifier(tiny_config.replace(max_positions=16))
-    info = artifacts.ModelInfo(seq_length=16, label_names=["neg", "pos"], base="tiny", stage="finetune",
-                               vocab_path=str(vocab_file))
-    artifacts.save_model_dir(model, path, info, {"accuracy": 0.5})
-    return path
-
-
 def test_optimize_end_to_end_and_resume(tiny_teacher_dir, sentiment_csv, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["optimize", "--model", str(tiny_teacher_dir), "--data", str(sentiment_csv), "--recipe", "vocab,distill",
@@ -119,15 +106,15 @@ def test_interrupted_training_stage_resumes_from_its_last_epoch(tiny_teacher_dir
     """A distillation stage stopped after its first of two epochs: the rerun restores the BackupAndRestore checkpoint
     and trains the second epoch only, then finishes the run."""
     from tfspeed.compat import keras
-    from tfspeed.recipe import stages
+    from tfspeed.stages.base import StageContext
 
     class StopAfterFirstEpoch(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 0:
                 raise _Interrupted("killed after epoch 1")
 
-    backup = stages.Context.backup
-    monkeypatch.setattr(stages.Context, "backup", lambda self, stage: [*backup(self, stage), StopAfterFirstEpoch()])
+    backup = StageContext.backup
+    monkeypatch.setattr(StageContext, "backup", lambda self, stage: [*backup(self, stage), StopAfterFirstEpoch()])
     out = tmp_path / "run"
     args = ["optimize", "--model", str(tiny_teacher_dir), "--data", str(sentiment_csv), "--recipe", "distill",
             "--student-layers", "1", "--distill-epochs", "2", "--seq-length", "16", "--profile-runs", "3",
@@ -138,7 +125,7 @@ def test_interrupted_training_stage_resumes_from_its_last_epoch(tiny_teacher_dir
     assert any((out / ".work" / "backup" / "distill").iterdir())
     capsys.readouterr()
 
-    monkeypatch.setattr(stages.Context, "backup", backup)
+    monkeypatch.setattr(StageContext, "backup", backup)
     assert cli.main(args) == 0
     log = capsys.readouterr().out
     assert "Epoch 2/2" in log and "Epoch 1/2" not in log  # resumed: only the second epoch ran

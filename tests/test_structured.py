@@ -101,7 +101,7 @@ def test_smaller_model_exports_to_hub_and_tflite(tiny_config, batch, tmp_path):
     import tensorflow_hub as hub
     from ai_edge_litert.interpreter import Interpreter
 
-    from tfspeed.compress.prune import to_tflite
+    from tfspeed.export.sparsity import to_tflite
 
     model = _classifier(tiny_config, seed=3)
     small = S.prune_structured(model, heads=0.5, ffn=0.5, method="taylor", data=batch)
@@ -158,7 +158,7 @@ def test_bad_input(tiny_config, kwargs, match):
 
 
 def test_refuses_wrapped_and_foreign_models(tiny_config):
-    from tfspeed.compress.prune import prune
+    from tfspeed.compress.pruning import prune
 
     model = build_classifier(tiny_config)
     with pytest.raises(ValueError, match="has TFMOT wrappers"):

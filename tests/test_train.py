@@ -2,13 +2,13 @@
 
 import json
 
-import numpy as np
+import harness
 import pytest
 
 from tfspeed import artifacts, cli
 from tfspeed.compat import keras
 from tfspeed.data import EncodedSplit, Tokenizer, from_file
-from tfspeed.models import BertConfig, build_classifier
+from tfspeed.models import build_classifier
 from tfspeed.train import WarmupLinearDecay, accuracy, fit_classifier
 
 
@@ -22,8 +22,8 @@ def toy(vocab_file, sentiment_csv):
 def test_fit_learns_a_toy_task(toy):
     _, train, test = toy
     keras.utils.set_random_seed(1)
-    model = build_classifier(BertConfig(vocab_size=120, hidden_size=32, num_layers=1, num_heads=2,
-                                        intermediate_size=64, max_positions=16))
+    model = build_classifier(harness.tiny_config(num_layers=1, num_heads=2, intermediate_size=64, max_positions=16,
+                                                 type_vocab_size=2, dropout=0.1, attention_dropout=0.1))
     history = fit_classifier(model, train, epochs=6, batch_size=16, learning_rate=3e-3, verbose=0)
     assert accuracy(model, test) >= 0.9
     assert len(history.history["seconds_per_epoch"]) == 6

@@ -76,7 +76,8 @@ def write_text(path, text: str, overwrite: bool = False, argument: str = "out") 
 
 
 def write_json(path, obj, overwrite: bool = False, argument: str = "out") -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", overwrite, argument)
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    return write_text(path, text, overwrite, argument)
 
 
 def _json_default(obj):

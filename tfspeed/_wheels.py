@@ -53,7 +53,8 @@ def wheel_path(name: str) -> Path:
 
 def _download(name: str, version: str, folder: Path):
     with tempfile.TemporaryDirectory(dir=folder, prefix=".download.") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check",
                "--quiet", f"{name}=={version}", "-d", tmp]
         result = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))

@@ -33,16 +33,15 @@ class ModelInfo:
 
 
 def custom_objects() -> dict:
-    from tfspeed.models.bert import CUSTOM_OBJECTS
+    """Every class a tfspeed model directory may hold (`tfspeed.registry.custom_objects`), with every compression
+    package imported first so that its classes are registered: pruned, QAT, distiller and hub-layer models load."""
+    import tfspeed.compress.distillation  # noqa: F401  (registers Distiller)
+    import tfspeed.compress.pruning  # noqa: F401  (registers PrunableKerasLayer, PrunedModel, ...)
+    import tfspeed.compress.quantization  # noqa: F401  (registers the quantizers and QuantizeConfigs)
+    import tfspeed.train  # noqa: F401  (registers the learning-rate schedule)
+    from tfspeed import registry
 
-    objects = dict(CUSTOM_OBJECTS)
-    try:
-        import tensorflow_hub as hub
-
-        objects["KerasLayer"] = hub.KerasLayer
-    except ImportError:  # pragma: no cover
-        pass
-    return objects
+    return registry.custom_objects()
 
 
 def save_model_dir(model: keras.Model, out, info: ModelInfo, metrics: Optional[dict] = None,
@@ -85,7 +84,8 @@ def load_info(path) -> ModelInfo:
 
 
 def load_model_dir(path, compile: bool = False, scope: Optional[dict] = None):
-    """(model, info) from a model directory. `scope` adds custom objects (e.g. TFMOT's for pruned or QAT models)."""
+    """(model, info) from a model directory, loaded with `custom_objects()` (any tfspeed model: native, hub-layer,
+    pruned, QAT); `scope` adds more custom objects."""
     info = load_info(path)
     objects = {**custom_objects(), **(scope or {})}
     with keras.utils.custom_object_scope(objects):

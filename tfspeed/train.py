@@ -2,13 +2,49 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Optional, Sequence
 
 import numpy as np
 
 from tfspeed.compat import keras, tf
+from tfspeed.config import StageConfig, check_fraction, check_positive_int, check_range, field
 from tfspeed.data.pipeline import EncodedSplit
+
+
+@dataclasses.dataclass
+class FinetuneConfig(StageConfig):
+    """Fine-tuning settings (`tfspeed finetune`, `fit_classifier`, the teacher of `optimize`).
+
+    Args:
+        epochs: Defaults to `3`.
+        batch_size: Defaults to `32`.
+        learning_rate: peak AdamW learning rate (linear warm-up, then linear decay to 0). Defaults to `5e-5`.
+        warmup_fraction: share of the steps spent warming up. Defaults to `0.1`.
+        seed: seed of the shuffling. Defaults to `0`.
+        seq_length: tokens per example, [CLS] and [SEP] included. Defaults to `128`.
+        hub_layer: fine-tune through `hub.KerasLayer` instead of the native encoder. Defaults to `False`.
+    """
+
+    epochs: int = field(3, help="training epochs")
+    batch_size: int = field(32, help="training batch size")
+    learning_rate: float = field(5e-5, help="peak learning rate")
+    warmup_fraction: float = field(0.1, cli=False, help="share of the steps spent warming up")
+    seed: int = field(0, cli=False, help="seed of the shuffling")
+    seq_length: int = field(128, help="tokens per example")
+    hub_layer: bool = field(False, help="fine-tune through hub.KerasLayer instead of the native encoder")
+
+    def validate(self):
+        if not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1:
+            raise ValueError(f"Received an invalid value for `epochs`, expected a positive integer. "
+                             f"Received: epochs={self.epochs!r}")
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_int("seq_length", self.seq_length)
+        check_range("learning_rate", self.learning_rate, 0, low_open=True, what="a positive float")
+        check_fraction("warmup_fraction", self.warmup_fraction)
+        if not isinstance(self.seed, int):
+            raise ValueError(f"Received an invalid value for `seed`, expected an integer. Received: seed={self.seed!r}")
 
 
 @keras.saving.register_keras_serializable(package="tfspeed")
@@ -55,20 +91,31 @@ def compile_classifier(model: keras.Model, learning_rate: float = 5e-5, total_st
 
 
 def fit_classifier(model: keras.Model, train: EncodedSplit, validation: Optional[EncodedSplit] = None,
-                   epochs: int = 3, batch_size: int = 32, learning_rate: float = 5e-5, warmup_fraction: float = 0.1,
-                   callbacks: Sequence = (), verbose="auto", seed: int = 0, compile: bool = True):
-    """Compiles (unless `compile=False`) and fits `model`; returns the `History`, with `seconds_per_epoch` added."""
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"Received an invalid value for `epochs`, expected a positive integer. Received: epochs={epochs!r}")
-    steps = -(-len(train) // batch_size)
+                   epochs: Optional[int] = None, batch_size: Optional[int] = None,
+                   learning_rate: Optional[float] = None, warmup_fraction: Optional[float] = None,
+                   callbacks: Sequence = (), verbose="auto", seed: Optional[int] = None, compile: bool = True,
+                   config: Optional["FinetuneConfig"] = None):
+    """Compiles (unless `compile=False`) and fits `model`; returns the `History`, with `seconds_per_epoch` added.
+
+    The settings come from `config` (a `FinetuneConfig`; defaults: 3 epochs, batch 32, AdamW 5e-5 with 10% warm-up,
+    seed 0); the keyword arguments override single settings of it.
+    """
+    config = FinetuneConfig.resolve(config, **_given(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                                                     warmup_fraction=warmup_fraction, seed=seed))
+    steps = -(-len(train) // config.batch_size)
     if compile:
-        compile_classifier(model, learning_rate, steps * epochs, warmup_fraction)
+        compile_classifier(model, config.learning_rate, steps * config.epochs, config.warmup_fraction)
     timer = EpochTimer()
-    history = model.fit(train.dataset(batch_size, shuffle=True, seed=seed), epochs=epochs,
+    history = model.fit(train.dataset(config.batch_size, shuffle=True, seed=config.seed), epochs=config.epochs,
                         validation_data=validation.dataset(128) if validation is not None else None,
                         callbacks=[timer, *callbacks], verbose=verbose)
     history.history["seconds_per_epoch"] = timer.seconds
     return history
+
+
+def _given(**kwargs) -> dict:
+    """The keyword arguments that were passed (not None)."""
+    return {k: v for k, v in kwargs.items() if v is not None}
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -105,61 +152,27 @@ def accuracy(model, split: EncodedSplit, batch_size: int = 128) -> float:
     return float(np.mean(np.argmax(predict_logits(model, split, batch_size), -1) == split.labels))
 
 
+
 def finetune(handle, data, out=None, epochs: int = 3, batch_size: int = 32, learning_rate: float = 5e-5,
              seq_length: int = 128, hub_layer: bool = False, limit: Optional[int] = None,
              eval_limit: Optional[int] = None, overwrite: bool = False, verbose="auto", strategy=None,
              callbacks: Sequence = (), data_kwargs: Optional[dict] = None):
-    """Fine-tunes a BERT classifier on a labelled dataset; writes a model directory when `out` is given.
+    """Deprecated: use the fine-tuning stage, `tfspeed.stages.finetune.run(handle, FinetuneConfig(...), out, ctx)`.
 
-    Args:
-        handle: a preset (`"minilm-l6"`), a TF-Hub SavedModel directory or URL.
-        data: `"rotten_tomatoes"`, a CSV / JSONL path, or a `TextDataset`.
-        out: the model directory to write (refused if it exists unless `overwrite=True`). Defaults to `None`.
-        epochs: Defaults to `3`. batch_size: Defaults to `32`. learning_rate: peak AdamW rate. Defaults to `5e-5`.
-        seq_length: tokens per example, [CLS] and [SEP] included; must not exceed the model's positions. Defaults to `128`.
-        hub_layer: fine-tune through a `hub.KerasLayer` instead of the native encoder. Defaults to `False`.
-        limit: use only the first `limit` training examples (quick runs). Defaults to `None` (all).
-        strategy: a `tf.distribute.Strategy` to build and fit under. Defaults to the default strategy.
-
-    Returns:
-        `(model, metrics)`: metrics has `accuracy` (test), `split`, `num_examples`, `validation_accuracy`,
-        `seconds_per_epoch` and the `history`.
+    Fine-tunes a BERT classifier on a labelled dataset; writes a model directory when `out` is given. Returns
+    `(model, metrics)`.
     """
-    from tfspeed import artifacts, hub
-    from tfspeed.data import EncodedDataset, Tokenizer, TextDataset, load_dataset
+    import importlib
+    import warnings
 
-    if out is not None:
-        from tfspeed import _io
+    warnings.warn("tfspeed.train.finetune is deprecated; use tfspeed.stages.finetune.run (or `tfspeed finetune`).",
+                  DeprecationWarning, stacklevel=2)
+    from tfspeed.data import TextDataset, load_dataset
 
-        _io.check_writable(out, overwrite)
+    stage = importlib.import_module("tfspeed.stages.base")  # deprecated alias: the stage lives to the right of train
+    config = FinetuneConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seq_length=seq_length,
+                            hub_layer=hub_layer)
     dataset = data if isinstance(data, TextDataset) else load_dataset(data, **(data_kwargs or {}))
-    vocab = hub.vocab_path(handle)
-    strategy = strategy or tf.distribute.get_strategy()
-    with strategy.scope():
-        model = hub.build_classifier_from(handle, num_classes=dataset.num_classes, hub_layer=hub_layer)
-    _check_seq_length(model, seq_length)
-    encoded = EncodedDataset(dataset, Tokenizer(vocab, seq_length=seq_length), limit=limit, eval_limit=eval_limit)
-    with strategy.scope():
-        history = fit_classifier(model, encoded.train, encoded.validation, epochs=epochs, batch_size=batch_size,
-                                 learning_rate=learning_rate, verbose=verbose, callbacks=callbacks)
-    metrics = {"accuracy": accuracy(model, encoded.test), "split": "test", "num_examples": len(encoded.test),
-               "validation_accuracy": accuracy(model, encoded.validation), "dataset": dataset.name,
-               "model": str(handle), "seq_length": seq_length, "epochs": epochs, "batch_size": batch_size,
-               "learning_rate": learning_rate, "train_examples": len(encoded.train),
-               "seconds_per_epoch": history.history["seconds_per_epoch"],
-               "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}
-    if out is not None:
-        info = artifacts.ModelInfo(seq_length=seq_length, label_names=encoded.label_names, base=str(handle),
-                                   stage="finetune", vocab_path=str(vocab), extra={"hub_layer": hub_layer})
-        artifacts.save_model_dir(model, out, info, metrics, overwrite=overwrite)
-    return model, metrics
-
-
-def _check_seq_length(model, seq_length: int):
-    from tfspeed.models.bert import config_of, is_bert
-
-    if is_bert(model):
-        limit = config_of(model).max_positions
-        if seq_length > limit:
-            raise ValueError(f"Received an invalid value for `seq_length`, expected at most the model's "
-                             f"max_positions={limit}. Received: seq_length={seq_length}")
+    ctx = stage.StageContext(dataset, seq_length=seq_length, limit=limit, eval_limit=eval_limit, strategy=strategy,
+                             overwrite=overwrite)
+    return stage.get_stage("finetune").run(handle, config, out, ctx, callbacks=callbacks, return_model=True)

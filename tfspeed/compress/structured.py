@@ -8,35 +8,88 @@ Importance of a head or an FFN unit:
 - `"magnitude"`: L2 norm of the weights that belong to it: a head's columns of the query, key and value kernels and its
   rows of the attention-output kernel; a unit's column of the intermediate kernel and its row of the output kernel.
 - `"taylor"` (first order, Michel et al. 2019, "Are Sixteen Heads Really Better than One?"): for a gate `m` multiplying
-  a head's context (or a unit's activation), `|dL/dm|` at `m = 1`. Computed from the gradients of the weights: scaling the
-  head's context by `m` is the same as scaling its rows of the attention-output kernel by `m`, so
+  a head's context (or a unit's activation), `|dL/dm|` at `m = 1`. Computed from the gradients of the weights: scaling
+  the head's context by `m` is the same as scaling its rows of the attention-output kernel by `m`, so
   `dL/dm = sum(W_o[rows of h] * dL/dW_o[rows of h])`, which is `sum over the batch of (context * gradient)`; likewise
-  for unit j with row j of the FFN output kernel. No mask variable is added to the graph. The absolute value is taken per
-  batch (mean loss of the batch) and averaged over `num_batches` batches.
+  for unit j with row j of the FFN output kernel. No mask variable is added to the graph. The absolute value is taken
+  per batch (mean loss of the batch) and averaged over `num_batches` batches.
 
 Scores are normalised per layer (L2, as Michel et al.) and ranked across all layers (`ranking="global"`) or within
 each layer (`ranking="layer"`); at least one head and one unit stay in every layer.
 
-Example:
+The settings are a `StructuredConfig` (one default and one check each, shared with `tfspeed prune --structured`);
+`prune_structured(model, config, data=...)` also takes them as keywords.
 
->>> small = prune_structured(classifier, heads=0.5, ffn=0.5, method="taylor", data=encoded.train)
->>> tfspeed.models.config_of(small).layer_num_heads
-(6, 7, 5, 6, 6, 6)
+Example (a tiny random-weight BERT: 2 layers of 4 heads and 32 FFN units; which heads and units go depends on the
+weights, how many does not):
+
+>>> from tfspeed.data import EncodedSplit
+>>> from tfspeed.hub import sample_inputs
+>>> from tfspeed.models import BertConfig, build_classifier, config_of
+>>> config = BertConfig(vocab_size=100, hidden_size=16, num_layers=2, num_heads=4, intermediate_size=32,
+...                     max_positions=16)
+>>> classifier = build_classifier(config, num_classes=2)
+>>> train = EncodedSplit(sample_inputs(config, batch=8, seq_length=8), [0, 1] * 4)
+>>> small = prune_structured(classifier, heads=0.5, ffn=0.5, method="taylor", data=train)
+>>> sum(config_of(small).layer_num_heads), sum(config_of(small).layer_intermediate_sizes)
+(4, 32)
+>>> parameter_count(small) < parameter_count(classifier)
+True
+>>> shallow = prune_structured(classifier, StructuredConfig(heads=0.0, ffn=0.0, layers=(1,), method="magnitude"))
+>>> config_of(shallow).num_layers
+1
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
 from tfspeed.compat import keras, tf
-from tfspeed.models.bert import (_unwrap, build_classifier, build_encoder, config_of, is_bert, layer_by_name,
-                                 num_classes_of)
+from tfspeed.config import StageConfig, StrEnum, check_positive_int, field
+from tfspeed.models.bert import (
+    _unwrap,
+    build_classifier,
+    build_encoder,
+    config_of,
+    is_bert,
+    layer_by_name,
+    num_classes_of,
+)
 
-METHODS = ("taylor", "magnitude")
-RANKINGS = ("global", "layer")
+
+class _Choice(StrEnum):
+    """A `StrEnum` whose error lists the choices as a tuple, as the checks of this module always have."""
+
+    @classmethod
+    def parse(cls, name: str, value):
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            raise ValueError(f"Received an invalid value for `{name}`, expected one of {tuple(cls.choices())}. "
+                             f"Received: {name}={value!r}") from None
+
+
+class Method(_Choice):
+    """How a head's or an FFN unit's importance is scored (see the module docstring)."""
+
+    TAYLOR = "taylor"
+    MAGNITUDE = "magnitude"
+
+
+class Ranking(_Choice):
+    """Rank heads / units across all layers after per-layer normalisation, or within each layer."""
+
+    GLOBAL = "global"
+    LAYER = "layer"
+
+
+METHODS = tuple(Method.choices())
+RANKINGS = tuple(Ranking.choices())
 
 
 @dataclasses.dataclass
@@ -68,7 +121,7 @@ class Plan:
 
 
 # ======================================================================================================================
-# Checks
+# Checks and settings
 # ======================================================================================================================
 
 def _check_fraction(value, argument):
@@ -80,6 +133,56 @@ def _check_fraction(value, argument):
     return float(value)
 
 
+def _parse_layers(text: str):
+    """'0.25' -> 0.25 (a fraction of the layers); '4+5' or '4' -> (4, 5) / (4,) (layer indices); 'none' -> None."""
+    text = str(text).strip()
+    if text.lower() in ("", "none"):
+        return None
+    try:
+        if "+" in text or "." not in text:
+            return tuple(int(v) for v in text.split("+"))
+        return float(text)
+    except ValueError:
+        return text  # refused by `plan`, which echoes it
+
+
+@dataclasses.dataclass
+class StructuredConfig(StageConfig):
+    """Settings of structured pruning: how much of the heads, FFN units and layers goes, and how importance is scored.
+
+    Args:
+        heads: fraction of all attention heads to remove, in [0, 1). Defaults to `0.5`.
+        ffn: fraction of all FFN intermediate units to remove, in [0, 1). Defaults to `0.5`.
+        layers: whole layers to remove: layer indices, or a float fraction (the layers with the lowest importance
+            go). Defaults to `None` (keep all layers).
+        method: importance, `"taylor"` (needs `data` and a classifier) or `"magnitude"`. Defaults to `"taylor"`.
+        num_batches: batches for `"taylor"`. Defaults to `8`.
+        batch_size: batch size when `data` is an `EncodedSplit` or arrays. Defaults to `32`.
+        ranking: rank heads / units across all layers after per-layer normalisation (`"global"`) or remove the same
+            fraction in every layer (`"layer"`). Defaults to `"global"`.
+    """
+
+    heads: float = field(0.5, help="fraction of all attention heads to remove, in [0, 1)")
+    ffn: float = field(0.5, help="fraction of all FFN intermediate units to remove, in [0, 1)")
+    layers: Optional[Union[float, tuple]] = field(
+        None, flag="--remove-layers", parse=_parse_layers, metavar="FRACTION|I+J",
+        help="whole layers to remove: a fraction (the least important go) or indices joined by '+', e.g. 4+5; unset: "
+             "keep all layers")
+    method: Method = field(Method.TAYLOR, help="importance of heads / FFN units (taylor: on --score-batches training "
+                                                "batches)")
+    num_batches: int = field(8, flag="--score-batches", help="batches for the Taylor score")
+    batch_size: int = field(32, help="batch size of the Taylor score's batches")
+    ranking: Ranking = field(Ranking.GLOBAL, help="rank heads/units across layers or within each layer")
+
+    def validate(self):
+        self.heads = _check_fraction(self.heads, "heads")
+        self.ffn = _check_fraction(self.ffn, "ffn")
+        if isinstance(self.layers, float):
+            self.layers = _check_fraction(self.layers, "layers")
+        check_positive_int("num_batches", self.num_batches)
+        check_positive_int("batch_size", self.batch_size)
+
+
 def _check_model(model):
     if not isinstance(model, keras.Model) or not is_bert(model):
         raise ValueError("Expected a native tfspeed BERT (encoder or classifier) for `model`. A classifier on a "
@@ -87,7 +190,7 @@ def _check_model(model):
                          f"Received: {getattr(model, 'name', type(model).__name__)!r}")
     if any(_unwrap(l) is not l for l in model.layers):
         raise ValueError(f"`model` {model.name!r} has TFMOT wrappers (pruning or quantization). Pass the plain model, "
-                         "e.g. `tfspeed.compress.prune.strip(model)`.")
+                         "e.g. `tfspeed.compress.pruning.strip(model)`.")
 
 
 def _is_classifier(model) -> bool:
@@ -127,8 +230,9 @@ def _batches(data, batch_size: int, num_batches: int, seed: int = 0):
         yield batch[0], batch[1]
 
 
-def importance(model: keras.Model, method: str = "taylor", data=None, num_batches: int = 8,
-               batch_size: int = 32) -> Importance:
+def importance(model: keras.Model, method: str = StructuredConfig.method, data=None,
+               num_batches: int = StructuredConfig.num_batches, batch_size: int = StructuredConfig.batch_size
+               ) -> Importance:
     """Importance of every head, FFN unit and layer of a native BERT.
 
     Args:
@@ -144,13 +248,12 @@ def importance(model: keras.Model, method: str = "taylor", data=None, num_batche
         plus the same for its FFN units (so heads and units weigh equally).
     """
     _check_model(model)
-    if method not in METHODS:
-        raise ValueError(f"Received an invalid value for `method`, expected one of {METHODS}. Received: method={method!r}")
+    method = Method.parse("method", method)
     config = config_of(model)
     hs = config.head_size
     names_o = [f"layer_{i}_attention_output" for i in range(config.num_layers)]
     names_out = [f"layer_{i}_output" for i in range(config.num_layers)]
-    if method == "magnitude":
+    if method == Method.MAGNITUDE:
         heads, ffn = [], []
         for i in range(config.num_layers):
             n = config.layer_num_heads[i]
@@ -166,8 +269,8 @@ def importance(model: keras.Model, method: str = "taylor", data=None, num_batche
             ffn.append(np.sqrt((wi ** 2).sum(axis=0) + (wout ** 2).sum(axis=1)))
     else:
         if not _is_classifier(model):
-            raise ValueError("method='taylor' needs a classifier (logits and labels give the loss). Received an encoder: "
-                             "use method='magnitude', or pass the classifier.")
+            raise ValueError("method='taylor' needs a classifier (logits and labels give the loss). Received an "
+                             "encoder: use method='magnitude', or pass the classifier.")
         if data is None:
             raise ValueError("method='taylor' needs labelled `data` (e.g. `EncodedDataset(...).train`): the scores are "
                              "gradients of the loss on a few batches. Received: data=None. Or use method='magnitude'.")
@@ -193,7 +296,7 @@ def importance(model: keras.Model, method: str = "taylor", data=None, num_batche
     total_h = sum(h.sum() for h in heads) or 1.0
     total_f = sum(f.sum() for f in ffn) or 1.0
     layers = np.array([h.sum() / total_h + f.sum() / total_f for h, f in zip(heads, ffn)])
-    return Importance(method, heads, ffn, layers)
+    return Importance(method.value, heads, ffn, layers)
 
 
 # ======================================================================================================================
@@ -204,7 +307,7 @@ def _select(scores: list, fraction: float, ranking: str) -> list:
     """Sorted indices kept in each group after removing `fraction` of all items with the lowest normalised scores;
     at least one item stays in every group."""
     sizes = [len(s) for s in scores]
-    if ranking == "layer":
+    if ranking == Ranking.LAYER:
         kept = []
         for s in scores:
             keep = max(1, len(s) - int(round(fraction * len(s))))
@@ -223,24 +326,19 @@ def _select(scores: list, fraction: float, ranking: str) -> list:
     return [sorted(set(range(n)) - r) for n, r in zip(sizes, removed)]
 
 
-def plan(model: keras.Model, heads: float = 0.5, ffn: float = 0.5, layers=None, method: str = "taylor", data=None,
-         num_batches: int = 8, batch_size: int = 32, ranking: str = "global",
-         scores: Optional[Importance] = None) -> Plan:
-    """Which layers, heads and FFN units `prune_structured` keeps (arguments as there)."""
+def plan(model: keras.Model, config=None, *, data=None, scores: Optional[Importance] = None, **overrides) -> Plan:
+    """Which layers, heads and FFN units `prune_structured` keeps (arguments as there; `scores`: an `Importance`
+    computed before, instead of scoring again. Defaults to `None`)."""
+    settings = StructuredConfig.resolve(config, **overrides)
     _check_model(model)
-    heads, ffn = _check_fraction(heads, "heads"), _check_fraction(ffn, "ffn")
-    if ranking not in RANKINGS:
-        raise ValueError(f"Received an invalid value for `ranking`, expected one of {RANKINGS}. "
-                         f"Received: ranking={ranking!r}")
-    config = config_of(model)
-    n = config.num_layers
+    heads, ffn, layers, ranking = settings.heads, settings.ffn, settings.layers, settings.ranking
+    n = config_of(model).num_layers
     if scores is None:
-        scores = importance(model, method, data, num_batches, batch_size)
+        scores = importance(model, settings.method, data, settings.num_batches, settings.batch_size)
     if layers is None:
         drop = []
     elif isinstance(layers, float) and not isinstance(layers, bool):
-        fraction = _check_fraction(layers, "layers")
-        count = min(int(round(fraction * n)), n - 1)
+        count = min(int(round(layers * n)), n - 1)
         drop = sorted(np.argsort(scores.layers, kind="stable")[:count].tolist())
     else:
         drop = [layers] if isinstance(layers, int) else list(layers)
@@ -319,30 +417,25 @@ def shrink(model: keras.Model, plan: Plan) -> keras.Model:
     return new
 
 
-def prune_structured(model: keras.Model, heads: float = 0.5, ffn: float = 0.5, layers=None, method: str = "taylor",
-                     data=None, num_batches: int = 8, batch_size: int = 32, ranking: str = "global",
-                     return_plan: bool = False):
+def prune_structured(model: keras.Model, config=None, *, data=None, return_plan: bool = False, **overrides):
     """A physically smaller native BERT: the least important heads, FFN units (and optionally layers) removed.
 
     Args:
         model: a native tfspeed BERT classifier or encoder (not wrapped by TFMOT). It is not changed.
-        heads: fraction of all attention heads to remove, in [0, 1). Defaults to `0.5`.
-        ffn: fraction of all FFN intermediate units to remove, in [0, 1). Defaults to `0.5`.
-        layers: whole layers to remove: a list of layer indices, or a float fraction (the layers with the lowest
-            importance go). Defaults to `None` (keep all layers).
-        method: importance, `"taylor"` (needs `data` and a classifier) or `"magnitude"`. Defaults to `"taylor"`.
+        config: a `StructuredConfig` (or its dict). Defaults to `None` (`StructuredConfig()`).
         data: labelled batches for `"taylor"` (see `importance`). Defaults to `None`.
-        num_batches: batches for `"taylor"`. Defaults to `8`.
-        batch_size: batch size when `data` is an `EncodedSplit` or arrays. Defaults to `32`.
-        ranking: rank heads / units across all layers after per-layer normalisation (`"global"`) or remove the same
-            fraction in every layer (`"layer"`). Defaults to `"global"`.
         return_plan: also return the `Plan` (what was kept). Defaults to `False`.
+        **overrides: `StructuredConfig` settings that replace the config's: `heads` (fraction of all attention heads
+            to remove, default `0.5`), `ffn` (of all FFN units, default `0.5`), `layers` (indices or a fraction of
+            whole layers, default `None`: keep all), `method` (`"taylor"`, the default, needs `data` and a
+            classifier; or `"magnitude"`), `num_batches` (`8`), `batch_size` (`32`), `ranking` (`"global"` or
+            `"layer"`).
 
     Returns:
         The smaller model (a plain functional tfspeed BERT: `config_of` reads its per-layer heads and FFN widths,
         `tfspeed.hub.export_encoder` exports it), or `(model, plan)` with `return_plan=True`.
     """
-    chosen = plan(model, heads, ffn, layers, method, data, num_batches, batch_size, ranking)
+    chosen = plan(model, StructuredConfig.resolve(config, **overrides), data=data)
     small = shrink(model, chosen)
     return (small, chosen) if return_plan else small
 
@@ -351,5 +444,5 @@ def parameter_count(model: keras.Model) -> int:
     return int(sum(np.prod(w.shape) for w in model.weights))
 
 
-__all__ = ["Importance", "METHODS", "Plan", "RANKINGS", "importance", "parameter_count", "plan", "prune_structured",
-           "shrink"]
+__all__ = ["Importance", "METHODS", "Method", "Plan", "RANKINGS", "Ranking", "StructuredConfig", "importance",
+           "parameter_count", "plan", "prune_structured", "shrink"]

@@ -9,23 +9,45 @@ texts get exactly the same ids (remapped) and the same outputs; a word with an u
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from tfspeed import _io
 from tfspeed.compat import keras
+from tfspeed.config import StageConfig, check_positive_int, field
 from tfspeed.data.tokenizer import read_vocab
-from tfspeed.models.bert import _unwrap, build_classifier, config_of, copy_weights, is_bert, layer_by_name, num_classes_of
+from tfspeed.models.bert import (
+    _unwrap,
+    build_classifier,
+    config_of,
+    copy_weights,
+    is_bert,
+    layer_by_name,
+    num_classes_of,
+)
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
+@dataclasses.dataclass
+class VocabConfig(StageConfig):
+    """Vocabulary trimming settings.
+
+    Args:
+        min_count: keep a token seen at least this many times in the training split. Defaults to `1`.
+    """
+
+    min_count: int = field(1, help="keep a token seen at least this many times in the training split")
+
+    def validate(self):
+        check_positive_int("min_count", self.min_count)
+
+
 def kept_token_ids(token_ids, vocab_path, min_count: int = 1) -> np.ndarray:
     """Sorted ids of the special tokens plus every id appearing at least `min_count` times in `token_ids`."""
-    if not isinstance(min_count, int) or min_count < 1:
-        raise ValueError(f"Received an invalid value for `min_count`, expected a positive integer. "
-                         f"Received: min_count={min_count!r}")
+    VocabConfig(min_count=min_count)  # checks it
     tokens = read_vocab(vocab_path)
     counts = np.bincount(np.asarray(token_ids).ravel(), minlength=len(tokens))
     if len(counts) > len(tokens):

@@ -114,7 +114,8 @@ def from_file(path, text_column: str = "text", label_column: str = "label",
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Expected a CSV or JSONL file for `data`. Received: {str(path)!r}, which does not exist.")
+        raise FileNotFoundError(f"Expected a CSV or JSONL file for `data`. Received: {str(path)!r}, which does not "
+                                "exist.")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -131,7 +132,11 @@ def from_file(path, text_column: str = "text", label_column: str = "label",
                          f"`label_column`={label_column!r}. Received columns: {sorted(columns)}")
     raw = [r[label_column] for r in rows]
     if label_names is None:
-        label_names = sorted({str(v) for v in raw}, key=lambda v: (not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v))
+        def numeric_first(v):
+            number = v.lstrip("-").isdigit()
+            return (not number, int(v) if number else 0, v)
+
+        label_names = sorted({str(v) for v in raw}, key=numeric_first)
     label_names = [str(n) for n in label_names]
     index = {n: i for i, n in enumerate(label_names)}
     labels = []

@@ -50,7 +50,8 @@ class EncodedSplit:
 
     def dataset(self, batch_size: int = 32, shuffle: bool = False, seed: int = 0, bucket: bool = True,
                 extra: Optional[np.ndarray] = None, repeat: bool = False) -> tf.data.Dataset:
-        """Batches of `(features, labels)` (or `(features, (labels, extra))` when `extra` is given, e.g. teacher logits).
+        """Batches of `(features, labels)` (or `(features, (labels, extra))` when `extra` is given, e.g. teacher
+        logits).
 
         With `bucket=True`, examples of similar length share a batch and each batch is cut to its longest example;
         the model sees the same tokens, with less padding. Each epoch draws a new order when `shuffle=True`.

@@ -10,16 +10,16 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import tensorflow_text as text  # noqa: E402  (after compat: needs TensorFlow configured)
 
 from tfspeed.compat import tf
-
-import tensorflow_text as text  # noqa: E402  (after compat: needs TensorFlow configured)
 
 
 def read_vocab(vocab_path) -> list:
     path = Path(vocab_path)
     if not path.is_file():
-        raise FileNotFoundError(f"Expected a WordPiece vocab.txt for `vocab_path`. Received: {str(path)!r}, no such file.")
+        raise FileNotFoundError(f"Expected a WordPiece vocab.txt for `vocab_path`. Received: {str(path)!r}, no such "
+                                "file.")
     tokens = path.read_text(encoding="utf-8").splitlines()
     for needed in ("[CLS]", "[SEP]", "[PAD]", "[UNK]"):
         if needed not in tokens:
@@ -76,5 +76,6 @@ class Tokenizer(tf.Module):
             raise TypeError("Expected a list of strings for `texts`. Received: a single str; wrap it in a list.")
         parts = [self(tf.constant(list(texts[i:i + batch_size]), tf.string)) for i in range(0, len(texts), batch_size)]
         if not parts:
-            return {k: np.zeros((0, self.seq_length), np.int32) for k in ("input_word_ids", "input_mask", "input_type_ids")}
+            names = ("input_word_ids", "input_mask", "input_type_ids")
+            return {k: np.zeros((0, self.seq_length), np.int32) for k in names}
         return {k: np.concatenate([p[k].numpy() for p in parts]) for k in parts[0]}

@@ -1,24 +1,33 @@
 """Export: BERT classifier -> .tflite, with calibration, an accuracy budget and a parity report.
 
-Example:
+Example (`runs/teacher` is a model directory written by `tfspeed finetune`; `encoded` an `EncodedDataset`):
 
->>> from tfspeed.export import Mode, convert, export_within_budget, parity_report, format_report
->>> data = convert("/work/runs/teacher", mode=Mode.DYNAMIC, seq_length=64)
->>> report = parity_report(data, "/work/runs/teacher", encoded.test)
->>> print(format_report(report))
->>> data, record = export_within_budget("/work/runs/teacher", encoded.validation, max_drop=0.01,
-...                                     calibration="rotten_tomatoes")
+```python
+from tfspeed.export import ExportConfig, Mode, convert, export_within_budget, format_report, parity_report
+
+data = convert("runs/teacher", mode=Mode.DYNAMIC, seq_length=64)      # .tflite bytes
+print(format_report(parity_report(data, "runs/teacher", encoded.test)))
+data, record = export_within_budget("runs/teacher", encoded.validation, max_drop=0.01, calibration="rotten_tomatoes")
+```
 """
 
 from tfspeed.export.budget import BudgetError, BudgetRecord, export_within_budget, measure_latencies
 from tfspeed.export.calibration import calibration_features, fit_features, representative_dataset
+from tfspeed.export.config import BudgetOrder, EvalSplit, ExportConfig
 from tfspeed.export.convert import ConversionError, Converter, convert, is_qat, save_tflite, serving_function
 from tfspeed.export.modes import DEFAULT_CANDIDATES, DEFAULT_FLOAT_NODES, DEFAULT_FLOAT_OPS, Candidate, Mode
 from tfspeed.export.ops import list_ops, op_histogram, sizes
 from tfspeed.export.parity import TFLiteClassifier, evaluate, format_report, parity_report
+from tfspeed.export.quantized import int8_fractions
+from tfspeed.export.sparsity import sparsity_report
 
 __all__ = [
     "BudgetError",
+    "BudgetOrder",
+    "EvalSplit",
+    "ExportConfig",
+    "int8_fractions",
+    "sparsity_report",
     "BudgetRecord",
     "Candidate",
     "ConversionError",

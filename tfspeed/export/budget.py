@@ -69,7 +69,8 @@ class BudgetRecord:
             if t.get("error"):
                 fell = "ERROR: " + t["error"][:80]
             mark = "*" if t["name"] == self.chosen else " "
-            lines.append(f"{mark}{t['name']:<15} {t['status']:<14} {acc:>8} {drop:>7} {size:>8} {gz:>8} {ms:>7}  {fell}")
+            lines.append(f"{mark}{t['name']:<15} {t['status']:<14} {acc:>8} {drop:>7} {size:>8} {gz:>8} {ms:>7}  "
+                         f"{fell}")
         lines.append(f"chosen: {self.chosen or 'none within budget'}")
         return "\n".join(lines)
 
@@ -103,7 +104,8 @@ def measure_latencies(models: dict, row: dict, runs: int = 20, num_threads: int 
             return out, "tfspeed.profile"
     except Exception:  # noqa: BLE001 - the profiler is optional here; fall back to a plain timer
         pass
-    return {n: TFLiteClassifier(d, num_threads).median_latency_ms(row, runs=runs) for n, d in models.items()}, "quick-median"
+    latencies = {n: TFLiteClassifier(d, num_threads).median_latency_ms(row, runs=runs) for n, d in models.items()}
+    return latencies, "quick-median"
 
 
 def export_within_budget(model, validation_split, max_drop: float = 0.01, calibration=None,
@@ -139,11 +141,29 @@ def export_within_budget(model, validation_split, max_drop: float = 0.01, calibr
     Raises:
         BudgetError: no candidate was within budget (`.record` says what was tried).
 
-    Example:
+    Example (a tiny random-weight BERT and a single float32 candidate, which keeps the Keras accuracy):
 
-    >>> data, record = export_within_budget("/work/runs/teacher", encoded.validation, max_drop=0.01,
-    ...                                     calibration="rotten_tomatoes", candidates=["int8", "int8-mixed"])
-    >>> print(record.to_table())
+    >>> from tfspeed.data import EncodedSplit
+    >>> from tfspeed.hub import sample_inputs
+    >>> from tfspeed.models import BertConfig, build_classifier
+    >>> config = BertConfig(vocab_size=100, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=32,
+    ...                     max_positions=16)
+    >>> model = build_classifier(config, num_classes=2)
+    >>> validation = EncodedSplit(sample_inputs(config, batch=8, seq_length=8), [0, 1] * 4)
+    >>> data, record = export_within_budget(model, validation, max_drop=0.01, candidates=["float32"], order="known",
+    ...                                     seq_length=8, latency_runs=3)
+    >>> record.chosen, record.tried[0]["status"]
+    ('float32', 'within_budget')
+
+    The real use, on a fine-tuned model directory with the int8 candidates calibrated on real text (each candidate
+    is converted, timed and evaluated: minutes):
+
+    ```python
+    data, record = export_within_budget("runs/teacher", encoded.validation, max_drop=0.01,
+                                        calibration="rotten_tomatoes", candidates=["int8", "int8-mixed", "dynamic"])
+    print(record.to_table())
+    save_tflite(data, "bert_budget.tflite")
+    ```
     """
     max_drop = _check_max_drop(max_drop)
     if order not in ORDERS:

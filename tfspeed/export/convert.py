@@ -57,22 +57,10 @@ def _has_pruning_wrappers(model) -> bool:
 
 
 def load_scope() -> dict:
-    """Custom objects for loading any tfspeed model directory: TFMOT's quantize and prune wrappers (tfspeed layers and
-    hub.KerasLayer are added by `artifacts.load_model_dir`)."""
-    objects = {}
-    try:
-        import tensorflow_model_optimization as tfmot
+    """Custom objects for loading any tfspeed model directory: `tfspeed.artifacts.custom_objects()`."""
+    from tfspeed import artifacts
 
-        for scope in (tfmot.quantization.keras.quantize_scope(), tfmot.sparsity.keras.prune_scope()):
-            for part in scope.custom_objects:
-                objects.update(part)
-    except ImportError:  # pragma: no cover - TFMOT is a dependency
-        pass
-    try:  # the QAT module's custom QuantizeConfigs register themselves (package "tfspeed") on import
-        import tfspeed.compress.qat  # noqa: F401
-    except ImportError:
-        pass
-    return objects
+    return artifacts.custom_objects()
 
 
 def load_classifier(model):
@@ -106,7 +94,8 @@ def resolve_seq_length(model, seq_length: Optional[int], info=None) -> int:
         raise ValueError(f"Received an invalid value for `seq_length`, expected a positive integer. "
                          f"Received: seq_length={seq_length!r}")
     if static is not None and static != seq_length:
-        raise ValueError(f"Received an invalid value for `seq_length`: the model's inputs are fixed at {static} tokens. "
+        raise ValueError(f"Received an invalid value for `seq_length`: the model's inputs are fixed at {static} "
+                         "tokens. "
                          f"Received: seq_length={seq_length}. Pass seq_length={static}.")
     return seq_length
 
@@ -268,7 +257,8 @@ class Converter:
                                           denylisted_ops=ops or None, denylisted_nodes=nodes or None)
         except Exception as e:
             found = failed_ops(str(e))
-            raise ConversionError(f"Full-int8 quantization failed (float_ops={ops}, float_nodes={list(float_nodes)}). Ops named: "
+            raise ConversionError(f"Full-int8 quantization failed (float_ops={ops}, float_nodes={list(float_nodes)}). "
+                                  "Ops named: "
                                   f"{', '.join(found) if found else 'none'}. Quantizer said: {str(e)[:600]}",
                                   found) from e
 
@@ -307,9 +297,23 @@ def convert(model, mode="dynamic", seq_length: Optional[int] = None, calibration
         ValueError: an unknown mode (the message lists the accepted ones), bad calibration data.
         ConversionError: the converter failed; `.failed_ops` names the ops.
 
-    Example:
+    Example (a tiny random-weight BERT, dynamic range, written to the current directory):
 
-    >>> data = convert("/work/runs/teacher", mode="int8-mixed", calibration="rotten_tomatoes", seq_length=64)
+    >>> from tfspeed.models import BertConfig, build_classifier
+    >>> model = build_classifier(BertConfig(vocab_size=100, hidden_size=16, num_layers=2, num_heads=2,
+    ...                                     intermediate_size=32, max_positions=16), num_classes=2)
+    >>> data = convert(model, "dynamic", seq_length=8)
+    >>> data[4:8]  # the TFLite flatbuffer identifier
+    b'TFL3'
+    >>> save_tflite(data, "bert_dynamic.tflite")
+    PosixPath('bert_dynamic.tflite')
+
+    Full int8 of a fine-tuned model directory, calibrated on real text (its `vocab.txt` tokenizes it; the dataset
+    is downloaded, and calibration takes a minute or more):
+
+    ```python
+    data = convert("runs/teacher", mode="int8-mixed", calibration="rotten_tomatoes", seq_length=64)
+    ```
     """
     mode = Mode.parse(mode)
     return Converter(model, seq_length, calibration, num_calibration_samples, vocab, seed).convert(

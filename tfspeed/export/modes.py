@@ -187,7 +187,9 @@ def candidates_by_name(names: Optional[Sequence] = None) -> tuple:
             out.append(table[n])
         else:
             raise ValueError(f"Received an invalid value for `candidates`, expected names among "
-                             f"{', '.join(repr(k) for k in table)} or `Candidate` objects. Received: candidates={names!r}")
+                             f"{', '.join(repr(k) for k in table)} or `Candidate` objects. "
+                             f"Received: candidates={names!r}")
     if not out:
-        raise ValueError(f"Received an invalid value for `candidates`, expected at least one. Received: candidates={names!r}")
+        raise ValueError(f"Received an invalid value for `candidates`, expected at least one. "
+                         f"Received: candidates={names!r}")
     return tuple(out)

@@ -26,7 +26,8 @@ def _as_encoder(model: keras.Model) -> keras.Model:
 def export_encoder(model: keras.Model, path, vocab_path=None, overwrite: bool = False) -> Path:
     """Saves a BERT encoder (or the encoder of a classifier) as a TF-Hub encoder SavedModel.
 
-    Callable as `hub.KerasLayer(path)` on the inputs dict; a `serving_default` signature takes int32 [batch, seq] inputs.
+    Callable as `hub.KerasLayer(path)` on the inputs dict; a `serving_default` signature takes int32 [batch, seq]
+    inputs.
     The config is stored as `assets/tfspeed_bert_config.json` and the vocabulary (when given) as `assets/vocab.txt`,
     so the export can be imported back into a native encoder without guessing.
     """
@@ -45,7 +46,8 @@ def export_encoder(model: keras.Model, path, vocab_path=None, overwrite: bool = 
                 result[f"encoder_outputs_{i}"] = x
             return result
 
-        encoder(dict(zip(INPUT_NAMES, [tf.zeros([1, 4], tf.int32), tf.ones([1, 4], tf.int32), tf.zeros([1, 4], tf.int32)])))
+        sample = [tf.zeros([1, 4], tf.int32), tf.ones([1, 4], tf.int32), tf.zeros([1, 4], tf.int32)]
+        encoder(dict(zip(INPUT_NAMES, sample)))
         tf.saved_model.save(encoder, str(tmp), signatures={"serving_default": serving_default})
         (tmp / "assets").mkdir(exist_ok=True)
         (tmp / "assets" / CONFIG_ASSET).write_text(config.to_json())

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import tensorflow_hub as hub  # noqa: E402
 
 from tfspeed import _io
 from tfspeed.compat import keras, tf
 from tfspeed.hub import export, presets, weights
 from tfspeed.models.bert import INPUT_NAMES, build_classifier, build_encoder, config_of
 from tfspeed.models.config import BertConfig
-
-import tensorflow_hub as hub  # noqa: E402
 
 _URL_PREFIXES = ("http://", "https://", "gs://")
 
@@ -39,7 +37,9 @@ def resolve(handle) -> str:
 
     Example:
 
-    >>> layer = hub.KerasLayer(tfspeed.hub.resolve("minilm-l6"), trainable=True)  # doctest: +SKIP
+    ```python
+    layer = hub.KerasLayer(tfspeed.hub.resolve("minilm-l6"), trainable=True)
+    ```
     """
     handle = str(handle)
     if handle in presets.PRESETS:
@@ -169,7 +169,8 @@ def load_encoder(handle, seq_length: Optional[int] = None, **kwargs) -> keras.Mo
 
 def build_hub_classifier(handle, num_classes: int = 2, dropout: float = 0.1, trainable: bool = True,
                          layer_cls=None, name: str = "hub_classifier") -> keras.Model:
-    """A classifier on a `hub.KerasLayer` encoder: inputs dict -> hub layer -> dropout(pooled_output) -> Dense logits."""
+    """A classifier on a `hub.KerasLayer` encoder: inputs dict -> hub layer -> dropout(pooled_output) -> Dense
+    logits."""
     layer_cls = layer_cls or hub.KerasLayer
     inputs = {n: keras.Input(shape=(None,), dtype=tf.int32, name=n) for n in INPUT_NAMES}
     encoder = layer_cls(resolve(handle), trainable=trainable, name="encoder")
@@ -193,7 +194,8 @@ def build_native_classifier(handle, num_classes: int = 2, seq_length: Optional[i
 
 
 def build_classifier_from(handle, num_classes: int = 2, hub_layer: bool = False, **kwargs) -> keras.Model:
-    """A classifier on `handle`: native (default, TFMOT sees every Dense) or on a `hub.KerasLayer` (`hub_layer=True`)."""
+    """A classifier on `handle`: native (default, TFMOT sees every Dense) or on a `hub.KerasLayer`
+    (`hub_layer=True`)."""
     if hub_layer:
         return build_hub_classifier(handle, num_classes=num_classes, **kwargs)
     return build_native_classifier(handle, num_classes=num_classes, **kwargs)

@@ -2,8 +2,8 @@
 
 Inputs follow the TF-Hub BERT encoder format: a dict of int32 [batch, seq] tensors `input_word_ids`, `input_mask`,
 `input_type_ids`. The encoder returns the TF-Hub outputs dict (`pooled_output`, `sequence_output`, `encoder_outputs`,
-`default`); the classifier returns logits [batch, num_classes]. Both are plain functional models: the classifier does not
-nest the encoder (TFMOT cannot see into nested models), `encoder_of(classifier)` recovers the encoder from it.
+`default`); the classifier returns logits [batch, num_classes]. Both are plain functional models: the classifier does
+not nest the encoder (TFMOT cannot see into nested models), `encoder_of(classifier)` recovers the encoder from it.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def build_classifier(config: BertConfig, num_classes: int = 2, seq_length: Optio
 
 def _unwrap(layer):
     """The layer inside a TFMOT wrapper (prune / quantize), or the layer itself."""
-    while hasattr(layer, "layer") and isinstance(getattr(layer, "layer"), keras.layers.Layer):
+    while hasattr(layer, "layer") and isinstance(layer.layer, keras.layers.Layer):
         layer = layer.layer
     return layer
 
@@ -123,7 +123,8 @@ def config_of(model: keras.Model) -> BertConfig:
     """Reads the `BertConfig` back from a tfspeed BERT encoder or classifier (wrapped by TFMOT or not)."""
     if not is_bert(model):
         raise ValueError(f"Expected a tfspeed BERT encoder or classifier for `model`. Received: a model named "
-                         f"{getattr(model, 'name', model)!r} without the layers word_embeddings/layer_0_query/pooler_dense.")
+                         f"{getattr(model, 'name', model)!r} without the layers "
+                         "word_embeddings/layer_0_query/pooler_dense.")
     get = lambda name: _unwrap(layer_by_name(model, name))  # noqa: E731
     names = {_unwrap(l).name for l in model.layers}
     num_layers = sum(1 for n in names if n.startswith("layer_") and n.endswith("_query"))
@@ -139,7 +140,8 @@ def config_of(model: keras.Model) -> BertConfig:
         vocab_size=word.input_dim, hidden_size=word.output_dim, num_layers=num_layers, num_heads=max(heads),
         intermediate_size=max(inter), max_positions=get("position_embedding").max_positions,
         type_vocab_size=get("type_embeddings").input_dim, dropout=float(get("embeddings_dropout").rate),
-        attention_dropout=float(get("layer_0_attention_dropout").rate), activation=act if act in ("gelu", "relu") else "gelu",
+        attention_dropout=float(get("layer_0_attention_dropout").rate),
+        activation=act if act in ("gelu", "relu") else "gelu",
         layer_norm_epsilon=float(get("embeddings_layer_norm").epsilon), head_size=scores0.head_size,
         layer_num_heads=heads, layer_intermediate_sizes=inter)
 

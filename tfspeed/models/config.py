@@ -64,12 +64,13 @@ class BertConfig:
                 raise ValueError("`hidden_size` must be divisible by `num_heads` when `head_size` is not given. "
                                  f"Received: hidden_size={self.hidden_size}, num_heads={self.num_heads}")
             object.__setattr__(self, "head_size", self.hidden_size // self.num_heads)
-        for name, default in (("layer_num_heads", self.num_heads), ("layer_intermediate_sizes", self.intermediate_size)):
+        per_layer = (("layer_num_heads", self.num_heads), ("layer_intermediate_sizes", self.intermediate_size))
+        for name, default in per_layer:
             value = getattr(self, name)
             value = [default] * self.num_layers if value is None else [int(v) for v in value]
             if len(value) != self.num_layers or any(v < 1 for v in value):
-                raise ValueError(f"Received an invalid value for `{name}`, expected {self.num_layers} positive integers "
-                                 f"(one per layer). Received: {name}={getattr(self, name)!r}")
+                raise ValueError(f"Received an invalid value for `{name}`, expected {self.num_layers} positive "
+                                 f"integers (one per layer). Received: {name}={getattr(self, name)!r}")
             object.__setattr__(self, name, tuple(value))
 
     @property

@@ -4,14 +4,18 @@ Any `.tflite` model (also ones tfspeed did not make), with a Keras model, a Save
 on the same inputs; warm-up kept apart, interleaved measured runs, the statistics benchmark_model reports, a per-op
 profile checked against the whole-model time, and JSON / Markdown / PNG outputs.
 
-Example:
+Example (`model.tflite` any TFLite file, `keras_model` a tf_keras model with the same inputs):
 
->>> from tfspeed.profile import profile_models
->>> result = profile_models(["model.tflite", keras_model], baseline=1, threads=[1, 2], runs=100, per_op=True)
->>> print(result.to_table())
->>> result.to_json("profile.json"); result.to_markdown("profile.md"); result.plot("profile.png")
+```python
+from tfspeed.profile import ProfileConfig, profile_models
+
+result = profile_models(["model.tflite", keras_model], baseline=1, config=ProfileConfig(threads=(1, 2), runs=100))
+print(result.to_table())
+result.to_json("profile.json"); result.to_markdown("profile.md"); result.plot("profile.png")
+```
 """
 
+from tfspeed.profile.config import ProfileConfig, Xnnpack
 from tfspeed.profile.core import profile_models
 from tfspeed.profile.errors import InputError, InvalidModelError, ProfileError
 from tfspeed.profile.inputs import InputSpec, generate_inputs, load_npz, tokenize
@@ -26,7 +30,9 @@ __all__ = [
     "InputError",
     "InputSpec",
     "InvalidModelError",
+    "ProfileConfig",
     "ProfileError",
+    "Xnnpack",
     "ProfileResult",
     "generate_inputs",
     "load_npz",

@@ -15,33 +15,10 @@ from tfspeed.profile import env as _env
 from tfspeed.profile import inputs as _inputs
 from tfspeed.profile import ops as _ops
 from tfspeed.profile import runners as _runners
+from tfspeed.profile.config import ProfileConfig
 from tfspeed.profile.errors import InputError, ProfileError
 from tfspeed.profile.result import FORMAT_VERSION, ProfileResult
 from tfspeed.profile.stats import summarize
-
-
-def _check_positive_ints(value, argument, allow_zero=False):
-    values = [value] if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
-    try:
-        values = list(values)
-    except TypeError:
-        values = [value]
-    low = 0 if allow_zero else 1
-    if not values or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= low
-                             for v in values):
-        kind = "non-negative integers" if allow_zero else "positive integers"
-        raise ProfileError(f"Received an invalid value for `{argument}`, expected {kind}. Received: "
-                           f"{argument}={value!r}")
-    return [int(v) for v in values]
-
-
-def _xnnpack_settings(xnnpack):
-    if xnnpack in (True, False):
-        return [bool(xnnpack)]
-    if xnnpack == "both":
-        return [True, False]
-    raise ProfileError(f"Received an invalid value for `xnnpack`, expected True, False or 'both'. Received: "
-                       f"xnnpack={xnnpack!r}")
 
 
 def _display_names(models, names):
@@ -125,10 +102,11 @@ class _Progress:
             self.bar.close()
 
 
-def profile_models(models, baseline=0, threads=(1,), xnnpack=True, runs: int = 50, warmup: int = 5,
-                   per_op: bool = False, per_op_runs: int | None = None, inputs=None, shapes=None, text=None,
-                   vocab=None, seq_length: int = 128, tokenizer=None, names=None, vocab_size: int | None = None,
-                   seed: int = 0, isolate: bool = True, progress=None) -> ProfileResult:
+def profile_models(models, baseline=0, threads=None, xnnpack=None, runs: int | None = None,
+                   warmup: int | None = None, per_op: bool | None = None, per_op_runs: int | None = None,
+                   inputs=None, shapes=None, text=None, vocab=None, seq_length: int | None = None, tokenizer=None,
+                   names=None, vocab_size: int | None = None, seed: int | None = None, isolate: bool | None = None,
+                   progress=None, config: ProfileConfig | None = None) -> ProfileResult:
     """Profiles one or more models on the same inputs, interleaved, and returns a `ProfileResult`.
 
     Args:
@@ -158,30 +136,48 @@ def profile_models(models, baseline=0, threads=(1,), xnnpack=True, runs: int = 5
         isolate: load each `.tflite` file first in a child process, so a malformed file cannot crash this process.
             Defaults to `True`.
         progress: show a progress bar on stderr: `True`, `False`, or `None` (only on a terminal). Defaults to `None`.
+        config: a `ProfileConfig` holding the measurement settings (threads, xnnpack, runs, warmup, per_op,
+            per_op_runs, seq_length, seed, isolate; the defaults above are its defaults); keyword arguments given
+            here override it.
 
     Returns:
         A `ProfileResult`: `.to_json()`, `.to_markdown()`, `.to_table()`, `.plot(path)`.
 
-    Example:
+    Example (a tiny random-weight BERT as float32 and dynamic-range .tflite files, from one `Converter`, a few runs
+    each; the timings vary from run to run):
 
-    >>> result = profile_models(["bert_fp32.tflite", "bert_int8.tflite"], threads=[1, 2], runs=100)
-    >>> print(result.to_table())
-    >>> result.to_json("profile.json")
+    >>> from tfspeed.export import Converter, save_tflite
+    >>> from tfspeed.models import BertConfig, build_classifier
+    >>> model = build_classifier(BertConfig(vocab_size=100, hidden_size=16, num_layers=2, num_heads=2,
+    ...                                     intermediate_size=32, max_positions=16), num_classes=2)
+    >>> converter = Converter(model, seq_length=8)
+    >>> for mode in ("float32", "dynamic"):
+    ...     _ = save_tflite(converter.convert(mode), f"bert_{mode}.tflite")
+    >>> result = profile_models(["bert_float32.tflite", "bert_dynamic.tflite"], runs=5, warmup=1)
+    >>> [(row["name"], row["is_baseline"], row["latency_ms"]["n"]) for row in result.models]
+    [('bert_float32.tflite', True, 5), ('bert_dynamic.tflite', False, 5)]
+    >>> print(result.to_table().splitlines()[-1])  # the row of the last model  # doctest: +ELLIPSIS
+    bert_dynamic.tflite  tflite  1  on ...
+    >>> _ = result.to_json("profile.json")
+
+    On real models, sweep threads and measure longer, e.g.
+    `profile_models(["bert_fp32.tflite", "bert_int8.tflite"], threads=[1, 2], runs=100)`.
     """
     if not isinstance(models, (list, tuple)):
         models = [models]
     models = list(models)
     if not models:
         raise ProfileError("Received an invalid value for `models`, expected at least one model. Received: models=[]")
-    thread_list = _check_positive_ints(threads, "threads")
-    runs = _check_positive_ints(runs, "runs")[0]
-    warmup = _check_positive_ints(warmup, "warmup", allow_zero=True)[0]
-    if runs < 2:
-        raise ProfileError(f"Received an invalid value for `runs`, expected an integer >= 2. Received: runs={runs}")
-    if len(_check_positive_ints(runs, "runs")) != 1:
+    given = dict(threads=threads, xnnpack=xnnpack, runs=runs, warmup=warmup, per_op=per_op, per_op_runs=per_op_runs,
+                 seq_length=seq_length, seed=seed, isolate=isolate)
+    if isinstance(runs, (list, tuple)):
         raise ProfileError(f"Received an invalid value for `runs`, expected one integer. Received: runs={runs!r}")
-    per_op_runs = _check_positive_ints(per_op_runs if per_op_runs is not None else runs, "per_op_runs")[0]
-    xnn_list = _xnnpack_settings(xnnpack)
+    config = ProfileConfig.resolve(config, **{k: v for k, v in given.items() if v is not None})
+    thread_list = list(config.threads)
+    runs, warmup, per_op, seq_length, seed, isolate = (config.runs, config.warmup, config.per_op, config.seq_length,
+                                                      config.seed, config.isolate)
+    per_op_runs = config.per_op_runs if config.per_op_runs is not None else runs
+    xnn_list = config.xnnpack.settings
     names = _display_names(models, names)
     base = _baseline_index(baseline, names)
 
@@ -356,7 +352,7 @@ def _measure(loaded, runs, warmup, bar):
     finally:
         if gc_was_enabled:
             gc.enable()
-    for (runner, row), samples in zip(loaded, times):
+    for (_, row), samples in zip(loaded, times):
         stats = summarize(samples)
         row["latency_ms"] = stats
         row["throughput"] = {"inferences_per_s": 1e3 / stats["mean"],

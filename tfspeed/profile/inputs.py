@@ -185,8 +185,9 @@ def tokenize(texts, vocab, seq_length: int, lower_case: bool = True) -> dict:
     for special in ("[CLS]", "[SEP]", "[PAD]"):
         if special not in index:
             raise InputError(f"`vocab` has no {special} token. Received: vocab={str(vocab)!r}")
-    from tfspeed.compat import tf  # noqa: F401 - tensorflow_text needs TensorFlow imported the tfspeed way
     import tensorflow_text as text
+
+    from tfspeed.compat import tf  # noqa: F401 - tensorflow_text needs TensorFlow imported the tfspeed way
 
     tokenizer = text.BertTokenizer(str(vocab), lower_case=lower_case, token_out_type=tf.int32)
     ragged = tokenizer.tokenize(texts).merge_dims(-2, -1)

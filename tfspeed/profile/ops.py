@@ -303,7 +303,7 @@ def profile_ops(data: bytes, feed_by_index: dict, subgraph_index: int = 0, threa
         w.SetTensor(index, value, subgraph_index)
     w.Invoke(subgraph_index)
 
-    def captured(t):
+    def captured(t, w=w):  # bound now: `w` is deleted below once the capture is done
         try:
             return np.array(w.GetTensor(t, subgraph_index))
         except Exception:

@@ -318,7 +318,8 @@ class TFRunner(Runner):
                 self._keras = None
                 self._loaded = tf.saved_model.load(self.path)
         except Exception as exc:
-            raise InvalidModelError(f"{self.name} cannot be loaded by TensorFlow: {type(exc).__name__}: {exc}") from None
+            raise InvalidModelError(f"{self.name} cannot be loaded by TensorFlow: {type(exc).__name__}: "
+                                    f"{exc}") from None
         self.threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
         self.notes.append("threads: TensorFlow's process-wide intra-op setting, not the --threads value")
         if self._keras is not None:

@@ -1,6 +1,6 @@
 """Orchestrate: `optimize` chains fine-tuning, compression, export and profiling into one resumable run."""
 
-from tfspeed.recipe.config import STAGES, RecipeConfig
+from tfspeed.recipe.config import DEMO, STAGES, RecipeConfig
 from tfspeed.recipe.runner import Optimizer
 
 
@@ -9,4 +9,4 @@ def optimize(config: RecipeConfig, out, overwrite: bool = False, log=print) -> d
     return Optimizer(config, out, log=log, overwrite=overwrite).run()
 
 
-__all__ = ["RecipeConfig", "STAGES", "Optimizer", "optimize"]
+__all__ = ["DEMO", "RecipeConfig", "STAGES", "Optimizer", "optimize"]

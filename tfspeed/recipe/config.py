@@ -1,76 +1,192 @@
-"""`RecipeConfig`: what `tfspeed optimize` runs, checked when made, readable from a JSON or TOML file."""
+"""`RecipeConfig`: what `tfspeed optimize` runs, composed of the stages' own configs, readable from JSON or TOML.
+
+Each stage keeps its settings in its own config (`recipe.qat.epochs`, `recipe.distill.layers`,
+`recipe.prune.structured.heads`); a recipe file nests them the same way:
+
+```toml
+recipe = "vocab,distill,prune,qat"
+[distill]
+layers = 3
+[prune]
+kind = "structured"
+structured = { heads = 0.25, ffn = 0.25 }
+[qat]
+epochs = 1
+```
+
+Flat shortcuts name the settings people change most (`teacher_epochs`, `student_layers`, `prune` as the pruning
+kind, `heads`, `ffn`, `sparsity`, `batch_size` for every stage ...): `RecipeConfig(heads=0.25)` is
+`RecipeConfig(prune=PruneStageConfig(kind="structured", structured=StructuredConfig(heads=0.25, ...)))`; they are also
+the `tfspeed optimize` flags.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import Optional
 
-from tfspeed import _checks
+from tfspeed.compress.distillation.config import DistillConfig
+from tfspeed.compress.pruning.config import PruneConfig
+from tfspeed.compress.quantization.config import QATConfig
+from tfspeed.compress.structured import StructuredConfig
+from tfspeed.compress.vocab import VocabConfig
+from tfspeed.config import StageConfig, check_positive_int, check_range, field, read_config_file
+from tfspeed.distribute import STRATEGIES
+from tfspeed.stages.prune import PruneKind, PruneStageConfig
+from tfspeed.train import FinetuneConfig
 
 STAGES = ("vocab", "distill", "prune", "qat")
 PRUNE_MODES = ("structured", "unstructured")
 
 
-@dataclasses.dataclass
-class RecipeConfig:
+def _stages(text: str) -> tuple:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _recipe_prune() -> PruneStageConfig:
+    """The recipe's pruning: half the heads and FFN units removed by Taylor importance, recovered in 2 epochs by
+    distillation from the chain's teacher."""
+    return PruneStageConfig(kind=PruneKind.STRUCTURED,
+                            prune=PruneConfig(epochs=2, learning_rate=5e-5, distill=True),
+                            structured=StructuredConfig(heads=0.5, ffn=0.5, num_batches=8), tflite_report=False)
+
+
+# Flat shortcut -> (stage config, *path). `prune` (the kind) and `batch_size` (every stage) are handled apart.
+SHORTCUTS = {
+    "teacher_epochs": ("teacher", "epochs"),
+    "teacher_learning_rate": ("teacher", "learning_rate"),
+    "distill_epochs": ("distill", "epochs"),
+    "distill_learning_rate": ("distill", "learning_rate"),
+    "student_layers": ("distill", "layers"),
+    "prune_epochs": ("prune", "prune", "epochs"),
+    "prune_learning_rate": ("prune", "prune", "learning_rate"),
+    "sparsity": ("prune", "prune", "sparsity"),
+    "heads": ("prune", "structured", "heads"),
+    "ffn": ("prune", "structured", "ffn"),
+    "qat_epochs": ("qat", "epochs"),
+    "qat_learning_rate": ("qat", "learning_rate"),
+}
+SPECIAL_SHORTCUTS = ("prune", "batch_size")
+_TRAINING = ("teacher", "distill", "prune", "qat")
+
+
+@dataclasses.dataclass(init=False)
+class RecipeConfig(StageConfig):
     """The whole optimization run.
 
     Args:
         model: preset, TF-Hub SavedModel directory or URL to fine-tune as the teacher, or a tfspeed model directory
             used as the teacher as it is. Defaults to `"minilm-l6"`.
         data: `"rotten_tomatoes"` or a CSV / JSONL path. Defaults to `"rotten_tomatoes"`.
-        recipe: compression stages chained in order, each starting from the previous one's model; among
-            "vocab" (trim the vocabulary to the training data's tokens), "distill", "prune", "qat".
-            Defaults to `("distill", "prune", "qat")`.
+        recipe: compression stages chained in order, each starting from the previous one's model; among "vocab"
+            (trim the vocabulary to the training data's tokens), "distill", "prune", "qat", and any stage
+            registered with `tfspeed.stages.register_stage`. Defaults to `("distill", "prune", "qat")`.
         seq_length: tokens per example, for training, the .tflite files and profiling. Defaults to `128`.
-        teacher_epochs / distill_epochs / prune_epochs / qat_epochs: Defaults to `3` / `3` / `2` / `1`.
-        student_layers: layers of the distilled student (DistilBERT-style, every other teacher layer). Defaults to `3`.
-        prune: "structured" (remove heads and FFN units: faster) or "unstructured" (TFMOT magnitude pruning: smaller
-            gzip). Defaults to `"structured"`.
-        heads / ffn: fraction of attention heads / FFN units removed by structured pruning. Defaults to `0.5` / `0.5`.
-        sparsity: target sparsity of unstructured pruning. Defaults to `0.5`.
         max_drop: accuracy budget of the post-training int8 export of the teacher. Defaults to `0.01`.
-        batch_size: Defaults to `32`.
         threads: interpreter threads when profiling. Defaults to `1` (a phone's big core).
         profile_runs: measured runs per model. Defaults to `50`.
         limit / eval_limit: first N training / evaluation examples only (quick runs). Defaults to `None` (all).
         strategy: "mirrored" or "multi-worker" (from TF_CONFIG) for the training stages. Defaults to `None`.
+        teacher: fine-tuning of the teacher (`FinetuneConfig`). Defaults to 3 epochs at 5e-5.
+        vocab: vocabulary trimming (`VocabConfig`).
+        distill: distillation (`DistillConfig`). Defaults to a 3-layer student, 3 epochs at 1e-4.
+        prune: pruning (`PruneStageConfig`). Defaults to structured: half the heads and FFN units, 2 epochs at 5e-5
+            distilled from the chain's teacher.
+        qat: quantization-aware training (`QATConfig`). Defaults to 1 epoch at 2e-5.
+        stages: configs of other registered stages, by stage name. Defaults to `{}`.
     """
 
-    model: str = "minilm-l6"
-    data: str = "rotten_tomatoes"
-    recipe: tuple = ("distill", "prune", "qat")
-    seq_length: int = 128
-    teacher_epochs: int = 3
-    distill_epochs: int = 3
-    prune_epochs: int = 2
-    qat_epochs: int = 1
-    student_layers: int = 3
-    prune: str = "structured"
-    heads: float = 0.5
-    ffn: float = 0.5
-    sparsity: float = 0.5
-    max_drop: float = 0.01
-    batch_size: int = 32
-    threads: int = 1
-    profile_runs: int = 50
-    limit: Optional[int] = None
-    eval_limit: Optional[int] = None
-    strategy: Optional[str] = None
-    teacher_learning_rate: float = 5e-5
-    distill_learning_rate: float = 1e-4
-    prune_learning_rate: float = 5e-5
-    qat_learning_rate: float = 2e-5
+    model: str = field("minilm-l6", help="preset, TF-Hub SavedModel directory or URL to fine-tune, or a tfspeed "
+                                         "model directory used as the teacher")
+    data: str = field("rotten_tomatoes", help="'rotten_tomatoes' or a .csv/.jsonl file")
+    recipe: tuple = field(("distill", "prune", "qat"), parse=_stages,
+                          help=f"comma-separated stages among {','.join(STAGES)} (or registered ones)")
+    seq_length: int = field(128, help="tokens per example for training, .tflite files and profiling")
+    max_drop: float = field(0.01, help="accuracy budget of the post-training int8 export (0.01 = one point)")
+    threads: int = field(1, help="interpreter threads when profiling")
+    profile_runs: int = field(50, help="measured runs per model")
+    limit: Optional[int] = field(None, help="first N training examples only")
+    eval_limit: Optional[int] = field(None, help="first N validation/test examples only")
+    strategy: Optional[str] = field(None, choices=list(STRATEGIES),
+                                    help="tf.distribute strategy: mirrored, or multi-worker (from TF_CONFIG)")
+    teacher: FinetuneConfig = field(default_factory=FinetuneConfig, cli=False, help="the teacher's fine-tuning")
+    vocab: VocabConfig = field(default_factory=VocabConfig, cli=False, help="vocabulary trimming")
+    distill: DistillConfig = field(default_factory=DistillConfig, cli=False, help="distillation")
+    prune: PruneStageConfig = field(default_factory=_recipe_prune, cli=False, help="pruning")
+    qat: QATConfig = field(default_factory=QATConfig, cli=False, help="quantization-aware training")
+    stages: dict = field(default_factory=dict, cli=False, help="configs of other registered stages")
 
-    def __post_init__(self):
-        if isinstance(self.recipe, str):
-            self.recipe = tuple(s.strip() for s in self.recipe.split(",") if s.strip())
-        self.recipe = tuple(self.recipe)
-        unknown = [s for s in self.recipe if s not in STAGES]
+    def __init__(self, **kwargs):
+        shortcuts = {k: kwargs.pop(k) for k in list(kwargs)
+                     if k in SHORTCUTS or (k in SPECIAL_SHORTCUTS and not isinstance(kwargs[k], (dict, StageConfig)))}
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(kwargs) - names)
         if unknown:
-            raise ValueError(f"Received an invalid value for `recipe`, expected stages among {list(STAGES)}. "
+            raise TypeError(f"Unknown recipe settings {unknown}. Expected keys among "
+                            f"{sorted(names | set(SHORTCUTS) | set(SPECIAL_SHORTCUTS))}.")
+        for f in dataclasses.fields(self):
+            if f.name in kwargs:
+                value = kwargs[f.name]
+            elif f.default is not dataclasses.MISSING:
+                value = f.default
+            else:
+                value = f.default_factory()
+            setattr(self, f.name, value)
+        for name, cls in (("teacher", FinetuneConfig), ("vocab", VocabConfig), ("distill", DistillConfig),
+                          ("prune", PruneStageConfig), ("qat", QATConfig)):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, cls.from_dict(getattr(self, name)))
+        for key, value in shortcuts.items():
+            self._apply_shortcut(key, value)
+        self.__post_init__()
+
+    def _apply_shortcut(self, key: str, value):
+        try:
+            if key == "prune":
+                if str(value) not in PRUNE_MODES:
+                    raise ValueError(f"Received an invalid value for `prune`, expected one of {list(PRUNE_MODES)}. "
+                                     f"Received: prune={value!r}")
+                kind = PruneKind(str(value))
+                distill = kind == PruneKind.STRUCTURED  # structured recovers from the teacher, unstructured on labels
+                self.prune = self.prune.replace(kind=kind, prune=self.prune.prune.replace(distill=distill))
+            elif key == "batch_size":
+                check_positive_int("batch_size", value)
+                for name in _TRAINING:
+                    config = getattr(self, name)
+                    if name == "prune":
+                        self.prune = config.replace(prune=config.prune.replace(batch_size=value))
+                    else:
+                        setattr(self, name, config.replace(batch_size=value))
+            else:
+                stage, *path = SHORTCUTS[key]
+                setattr(self, stage, _set(getattr(self, stage), path, value))
+        except ValueError as e:
+            message = str(e)
+            if f"`{key}`" not in message:
+                message = f"Received an invalid value for `{key}` ({'.'.join(SHORTCUTS.get(key, (key,)))}): {message}"
+            raise ValueError(message) from None
+
+    def __getattr__(self, name):  # the flat shortcuts read the nested settings
+        if name in SHORTCUTS:
+            stage, *path = SHORTCUTS[name]
+            value = self.__getattribute__(stage)
+            for part in path:
+                value = getattr(value, part)
+            return value
+        raise AttributeError(f"'RecipeConfig' object has no attribute {name!r}")
+
+    @property
+    def prune_kind(self) -> str:
+        return self.prune.kind.value
+
+    def validate(self):
+        self.recipe = _stages(self.recipe) if isinstance(self.recipe, str) else tuple(self.recipe)
+        from tfspeed.stages import stage_names
+
+        known = [s for s in stage_names() if s != "finetune"]
+        unknown = [s for s in self.recipe if s not in known]
+        if unknown:
+            raise ValueError(f"Received an invalid value for `recipe`, expected stages among {known}. "
                              f"Received: recipe={','.join(self.recipe)!r} (unknown: {unknown})")
         if len(set(self.recipe)) != len(self.recipe):
             raise ValueError(f"Each stage may appear once in `recipe`. Received: recipe={','.join(self.recipe)!r}")
@@ -80,50 +196,63 @@ class RecipeConfig:
         if "qat" in self.recipe and self.recipe[-1] != "qat":
             raise ValueError("`qat` must be the last stage of `recipe` (its model is the int8 file). "
                              f"Received: recipe={','.join(self.recipe)!r}")
-        if self.prune not in PRUNE_MODES:
-            raise ValueError(f"Received an invalid value for `prune`, expected one of {list(PRUNE_MODES)}. "
-                             f"Received: prune={self.prune!r}")
-        _checks.fields(self, ("seq_length", "teacher_epochs", "distill_epochs", "prune_epochs", "qat_epochs",
-                              "student_layers", "batch_size", "threads", "profile_runs"), _checks.positive_int)
-        _checks.fields(self, ("heads", "ffn", "sparsity"), _checks.fraction)
-        _checks.fraction("max_drop", self.max_drop, "a fraction in [0, 1) (0.01 = one point)")
-        if self.strategy not in (None, "default", "mirrored", "multi-worker"):
+        for name in ("seq_length", "threads", "profile_runs"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("limit", "eval_limit"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
+        check_range("max_drop", self.max_drop, 0, 1, high_open=True, what="a fraction in [0, 1) (0.01 = one point)")
+        if self.strategy not in (None, *STRATEGIES):
             raise ValueError(f"Received an invalid value for `strategy`, expected 'mirrored' or 'multi-worker'. "
                              f"Received: strategy={self.strategy!r}")
+        from tfspeed.stages import get_stage
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["recipe"] = list(self.recipe)
-        return d
+        for name, value in list(self.stages.items()):
+            stage = get_stage(name)
+            if not isinstance(value, stage.config):
+                self.stages[name] = stage.config.from_dict(value or {})
 
-    @classmethod
-    def fields(cls) -> dict:
-        return {f.name: f for f in dataclasses.fields(cls)}
+    def stage_config(self, name: str) -> StageConfig:
+        """The config of stage `name` in this recipe (a registered stage's defaults when the recipe has none)."""
+        if name in ("teacher", "finetune"):
+            return self.teacher
+        if name in ("vocab", "distill", "prune", "qat"):
+            return getattr(self, name)
+        from tfspeed.stages import get_stage
+
+        return self.stages.get(name) or get_stage(name).config()
 
     @classmethod
     def from_dict(cls, d: dict) -> "RecipeConfig":
-        unknown = sorted(set(d) - set(cls.fields()))
+        """A recipe from a JSON / TOML table: nested stage tables and flat shortcuts; unknown keys are refused."""
+        if isinstance(d, cls):
+            return d
+        names = {f.name for f in dataclasses.fields(cls)} | set(SHORTCUTS) | set(SPECIAL_SHORTCUTS)
+        unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"Unknown recipe settings {unknown}. Expected keys among {sorted(cls.fields())}.")
+            raise ValueError(f"Unknown recipe settings {unknown}. Expected keys among {sorted(names)}.")
         return cls(**d)
 
     @classmethod
     def from_file(cls, path) -> "RecipeConfig":
-        """Reads a `.json` or `.toml` recipe file (keys are the constructor arguments)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Expected a recipe file for `--config`. Received: {str(path)!r}, no such file.")
-        if path.suffix == ".toml":
-            try:
-                import tomllib
-            except ImportError as e:  # Python 3.10
-                raise ValueError("TOML recipe files need Python 3.11+; use a .json file.") from e
-            return cls.from_dict(tomllib.loads(path.read_text()))
-        if path.suffix == ".json":
-            return cls.from_dict(json.loads(path.read_text()))
-        raise ValueError(f"Expected a .json or .toml recipe file for `--config`. Received: {str(path)!r}")
+        """Reads a `.json` or `.toml` recipe file (keys are the constructor arguments and the shortcuts)."""
+        return cls.from_dict(read_config_file(path, "`--config`"))
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        for name in ("teacher", "vocab", "distill", "prune", "qat"):
+            d[name] = getattr(self, name).to_dict()
+        d["stages"] = {k: v.to_dict() for k, v in self.stages.items()}
+        return d
 
 
-# `tfspeed demo`: the recipe measured on MiniLM / Rotten Tomatoes (README): trim the vocabulary, distil into 3 layers,
-# remove a quarter of the heads and FFN units, then QAT for the int8 row of the report.
+def _set(config: StageConfig, path, value) -> StageConfig:
+    head, *rest = path
+    if rest:
+        return config.replace(**{head: _set(getattr(config, head), rest, value)})
+    return config.replace(**{head: value})
+
+
+# `tfspeed demo`: the recipe measured on MiniLM / Rotten Tomatoes (benchmarks/README.md): trim the vocabulary, distil
+# into 3 layers, remove a quarter of the heads and FFN units, then QAT for the int8 row of the report.
 DEMO = dict(recipe=("vocab", "distill", "prune", "qat"), heads=0.25, ffn=0.25, prune_epochs=1)

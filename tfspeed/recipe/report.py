@@ -60,7 +60,8 @@ def markdown(report: dict) -> str:
              f"Recipe `{','.join(report['config']['recipe'])}` on `{report['config']['model']}` / "
              f"`{report['config']['data']}`, seq_length {report['config']['seq_length']}, "
              f"{report['config']['threads']} thread(s). Run time {report['seconds'] / 60:.1f} min.", "",
-             f"Machine: {env.get('cpu_model', '?')}, {env.get('cpu_count', '?')} cores. Latency: median of interleaved runs, batch 1. "
+             f"Machine: {env.get('cpu_model', '?')}, {env.get('cpu_count', '?')} cores. "
+             "Latency: median of interleaved runs, batch 1. "
              f"Ratios against `{report['baseline']}`.", "",
              "| artifact | accuracy | Δ points | latency ms (median) | speed-up | size MB | gzip MB | gzip ratio |",
              "|---|---|---|---|---|---|---|---|"]

@@ -6,15 +6,17 @@ resumes from its `BackupAndRestore` checkpoint (`out/.work/backup/<stage>`).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 from tfspeed import _io, artifacts
-from tfspeed.recipe import stages
 from tfspeed.recipe.config import RecipeConfig
+from tfspeed.stages import StageContext, get_stage, timed
+from tfspeed.stages.qat import TFLITE_NAME as QAT_TFLITE
 
 CONFIG_FILE = "recipe.json"
 # The post-training int8 artifact: the int8 family only, most integer first, the first within the budget is kept.
@@ -39,6 +41,10 @@ class Optimizer:
         saved = self.out / CONFIG_FILE
         if saved.is_file() and not overwrite:
             previous = json.loads(saved.read_text())
+            try:  # the saved recipe with today's defaults filled in (also reads a recipe.json of flat settings)
+                previous = RecipeConfig.from_dict(previous).to_dict()
+            except (ValueError, TypeError):
+                pass
             if previous != self.config.to_dict():
                 changed = sorted(k for k in set(previous) | set(self.config.to_dict())
                                  if previous.get(k) != self.config.to_dict().get(k))
@@ -56,21 +62,25 @@ class Optimizer:
 
     # --- steps ---------------------------------------------------------------------------------------------------
     def run(self) -> dict:
-        from tfspeed import _cli
         from tfspeed.data import load_dataset
+        from tfspeed.distribute import make_strategy
 
         c = self.config
         start = time.perf_counter()
         steps = 1 + len(c.recipe) + 3
         dataset = load_dataset(c.data)
         teacher_dir = self._teacher_dir()
-        ctx = stages.Context(c, dataset, _cli.make_strategy(c.strategy), teacher_dir, self.out / ".work", self.log)
-        self._step(1, steps, "teacher", teacher_dir, lambda: stages.teacher(ctx, teacher_dir))
+        ctx = StageContext(dataset, seq_length=c.seq_length, limit=c.limit, eval_limit=c.eval_limit,
+                           strategy=make_strategy(c.strategy), teacher_dir=teacher_dir, work_dir=self.out / ".work",
+                           log=self.log)
+        self._step(1, steps, "teacher", teacher_dir,
+                   lambda: get_stage("finetune").run(c.model, c.teacher, teacher_dir, ctx))
         source = teacher_dir
         chain = []
         for i, name in enumerate(c.recipe, 1):
             target = self.out / f"{i:02d}-{name}"
-            self._step(1 + i, steps, name, target, lambda: stages.CHAIN[name](ctx, source, target))
+            stage, config = get_stage(name), self._config_of(name)
+            self._step(1 + i, steps, name, target, functools.partial(stage.run, source, config, target, ctx))
             if name == "vocab":
                 ctx.teacher_dir = target  # later stages distil from the teacher with the same vocabulary
             chain.append((name, target))
@@ -79,6 +89,13 @@ class Optimizer:
         profile = self._profile(exports, steps - 1, steps)
         report = self._report(exports, profile, steps, steps, time.perf_counter() - start)
         return report
+
+    def _config_of(self, name: str):
+        c = self.config
+        config = c.stage_config(name)
+        if name == "qat" and "prune" in c.recipe and c.prune.unstructured:
+            config = config.replace(preserve_sparsity=True)  # the zeros of the pruned model survive into int8
+        return config
 
     def _teacher_dir(self) -> Path:
         if artifacts.is_model_dir(self.config.model):
@@ -91,21 +108,20 @@ class Optimizer:
             self.log(f"[{i}/{n}] {name}: done before, kept ({target})")
             return artifacts.read_metrics(target)
         self.log(f"[{i}/{n}] {name} ...")
-        metrics, seconds = stages.timed(fn)
-        self.log(f"[{i}/{n}] {name}: accuracy {metrics.get('accuracy', float('nan')):.4f} in {seconds:.0f} s -> {target}")
+        metrics, seconds = timed(fn)
+        accuracy = metrics.get("accuracy", float("nan"))
+        self.log(f"[{i}/{n}] {name}: accuracy {accuracy:.4f} in {seconds:.0f} s -> {target}")
         return metrics
 
     def _exports(self, ctx, teacher_dir: Path, chain, i, n) -> list:
         """Every artifact of the run as a .tflite (plus the TF float32 teacher), with its test accuracy."""
         from tfspeed import export
-        from tfspeed.train import accuracy
 
         c = self.config
         folder = self.out / "export"
         folder.mkdir(exist_ok=True)
         self.log(f"[{i}/{n}] export and evaluate ...")
         model, info = artifacts.load_model_dir(teacher_dir)
-        test = ctx.encoded(info.vocab_path).test
         records = []
 
         def record(name, path, accuracy_, kind, **extra):
@@ -160,12 +176,14 @@ class Optimizer:
         tflite("teacher-int8-ptq", budget, teacher_dir, stage="teacher", mode="int8 within budget")
         for name, folder_ in chain:
             if name == "qat":
-                path = folder_ / stages.QAT_TFLITE
-                tflite(f"{folder_.name}-int8", lambda: (path.read_bytes(), {}), folder_, stage=name, mode="qat int8")
+                path = folder_ / QAT_TFLITE
+                tflite(f"{folder_.name}-int8", lambda path=path: (path.read_bytes(), {}), folder_, stage=name,
+                       mode="qat int8")
             else:
                 stage_model, _ = artifacts.load_model_dir(folder_)
-                tflite(f"{folder_.name}-dynamic", lambda: (export.convert(stage_model, "dynamic", c.seq_length), {}),
-                       folder_, stage=name, mode="dynamic")
+                tflite(f"{folder_.name}-dynamic",
+                       lambda m=stage_model: (export.convert(m, "dynamic", c.seq_length), {}), folder_, stage=name,
+                       mode="dynamic")
         return records
 
     def _profile(self, records: list, i, n) -> dict:

@@ -5,21 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tfspeed.profile.config import ProfileConfig
 from tfspeed.profile.errors import ProfileError
-
-XNNPACK_CHOICES = {"on": True, "off": False, "both": "both"}
-
-
-def _int_list(text):
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(
-            f"Received an invalid value for `threads`, expected positive integers separated by commas (e.g. 1,2,4). "
-            f"Received: threads={text!r}")
-    return values
 
 
 def _shape(text):
@@ -45,25 +32,15 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("models", nargs="+", metavar="MODEL",
                    help=".tflite files, and as baselines .keras/.h5 files, SavedModel directories or .onnx files")
     p.add_argument("--baseline", default="0", metavar="NAME_OR_INDEX",
-                   help="model the ratios are computed against (file name or index). Default: 0, the first")
-    p.add_argument("--threads", type=_int_list, default=[1], metavar="N[,N...]",
-                   help="thread counts to sweep, e.g. 1,2,4. Default: 1")
-    p.add_argument("--runs", type=int, default=50, help="measured runs per model. Default: 50")
-    p.add_argument("--warmup", type=int, default=5, help="warm-up runs per model, reported apart. Default: 5")
-    p.add_argument("--xnnpack", choices=sorted(XNNPACK_CHOICES), default="on",
-                   help="LiteRT's default XNNPACK delegate: on, off or both. Default: on")
-    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_const", const="off",
-                   help="same as --xnnpack off")
-    p.add_argument("--per-op", action="store_true", help="time every operator of each TFLite model alone")
-    p.add_argument("--per-op-runs", type=int, default=None, help="timed runs per operator. Default: --runs")
+                   help="model the ratios are computed against (file name or index) (default: 0, the first)")
+    ProfileConfig.add_arguments(p, exclude=("isolate",), group="measurement")
+    p.add_argument("--no-xnnpack", dest="xnnpack", action="store_const", const="off", help="same as --xnnpack off")
     p.add_argument("--inputs", metavar="FILE.npz", help="real inputs, one array per input name")
     p.add_argument("--text", action="append", metavar="TEXT",
                    help="real text through a WordPiece tokenizer (repeat for a batch); needs --vocab")
     p.add_argument("--vocab", metavar="VOCAB.txt", help="WordPiece vocabulary for --text")
-    p.add_argument("--seq-length", type=int, default=128, help="tokens per row for --text. Default: 128")
     p.add_argument("--shape", type=_shape, action="append", metavar="NAME=D1,D2",
                    help="shape of a dynamic input, e.g. input_word_ids=1,128 (repeatable)")
-    p.add_argument("--seed", type=int, default=0, help="seed of generated inputs. Default: 0")
     p.add_argument("--no-isolate", dest="isolate", action="store_false",
                    help="skip loading each .tflite first in a child process (the guard against native crashes)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON (format_version 1)")
@@ -71,7 +48,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="write a PNG chart")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    p.set_defaults(func=run, progress=None)
+    p.set_defaults(func=run, progress=None, isolate=True)
     return p
 
 
@@ -87,12 +64,10 @@ def run(args) -> int:
         if args.text and not args.vocab:
             raise ProfileError("`--text` needs `--vocab VOCAB.txt` (a WordPiece vocabulary). Received: vocab=None")
         baseline = int(args.baseline) if str(args.baseline).isdigit() else args.baseline
+        config = ProfileConfig.from_args(args)
         result = profile_models(
-            args.models, baseline=baseline, threads=args.threads, xnnpack=XNNPACK_CHOICES[args.xnnpack],
-            runs=args.runs, warmup=args.warmup, per_op=args.per_op, per_op_runs=args.per_op_runs,
-            inputs=args.inputs, shapes=dict(args.shape or []), text=args.text, vocab=args.vocab,
-            seq_length=args.seq_length, seed=args.seed, isolate=args.isolate,
-            progress=False if args.progress is False else None)
+            args.models, baseline=baseline, config=config, inputs=args.inputs, shapes=dict(args.shape or []),
+            text=args.text, vocab=args.vocab, progress=False if args.progress is False else None)
         print(result.to_table())
         if args.json:
             result.to_json(args.json, overwrite=args.overwrite)
@@ -107,15 +82,3 @@ def run(args) -> int:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def main(argv=None) -> int:
-    """`python -m tfspeed.profile.cli ...`, until the `tfspeed` command wires `register` in."""
-    parser = argparse.ArgumentParser(prog="tfspeed")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,78 @@
+"""`ExportConfig`: the settings of a TFLite export (`tfspeed export`, `tfspeed.stages.export.run`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from tfspeed.config import StageConfig, StrEnum, check_positive_int, check_range, field
+from tfspeed.export import calibration as _cal
+from tfspeed.export.modes import DEFAULT_CANDIDATES, DEFAULT_FLOAT_NODES, DEFAULT_FLOAT_OPS, Mode
+
+
+class BudgetOrder(StrEnum):
+    """How the accuracy budget orders its candidates: by latency measured here, or as listed."""
+
+    MEASURED = "measured"
+    KNOWN = "known"
+
+
+class EvalSplit(StrEnum):
+    """The split of the parity report (`none` skips it)."""
+
+    TEST = "test"
+    VALIDATION = "validation"
+    NONE = "none"
+
+
+def _csv(text: str) -> tuple:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+@dataclasses.dataclass
+class ExportConfig(StageConfig):
+    """How a classifier becomes a .tflite file.
+
+    Args:
+        mode: `"float32"`, `"float16"`, `"dynamic"` (int8 weights, float activations), `"int8"` or `"int8-mixed"`
+            (see `Mode`). Defaults to `"dynamic"`.
+        float_ops: TFLite op types kept float in int8-mixed. Defaults to `None` (`DEFAULT_FLOAT_OPS`).
+        float_nodes: regular expressions on op output names kept float in int8-mixed. Defaults to `None`
+            (`DEFAULT_FLOAT_NODES`: the attention softmax block with its mask).
+        seq_length: fixed sequence length of the file. Defaults to `None` (the model directory's, else 128).
+        num_calibration_samples: training texts that calibrate int8. Defaults to `200`.
+        max_drop: an accuracy budget (0.01 = one point): the fastest configuration within it on the validation split
+            is chosen instead of `mode`. Defaults to `None` (no budget).
+        candidates: with `max_drop`, the configurations tried. Defaults to `None` (`DEFAULT_CANDIDATES`).
+        order: with `max_drop`, `"measured"` (fastest first, measured here) or `"known"` (as listed).
+            Defaults to `"measured"`.
+        eval_split: split of the parity report, or `"none"`. Defaults to `"test"`.
+        threads: interpreter threads for evaluation. Defaults to `1`.
+    """
+
+    mode: Mode = field(Mode.DYNAMIC, help="int8-mixed keeps --float-ops float")
+    float_ops: Optional[tuple] = field(None, parse=_csv, help="comma-separated TFLite op types kept float in "
+                                       f"int8-mixed (default: {','.join(DEFAULT_FLOAT_OPS)})")
+    float_nodes: Optional[tuple] = field(None, parse=_csv, help="comma-separated regular expressions on op output "
+                                         f"tensor names kept float in int8-mixed (default: "
+                                         f"{','.join(DEFAULT_FLOAT_NODES)}: the attention softmax block with its mask)")
+    seq_length: Optional[int] = field(None, help="fixed sequence length (default: the model directory's)")
+    num_calibration_samples: int = field(_cal.DEFAULT_NUM_SAMPLES, help="training texts used to calibrate int8")
+    max_drop: Optional[float] = field(None, help="accuracy budget as a fraction (0.01 = 1 point): pick the fastest "
+                                                 "configuration within it on the validation split, instead of --mode")
+    candidates: Optional[tuple] = field(None, parse=_csv, help="with --max-drop: comma-separated candidates (default: "
+                                        f"{','.join(c.name for c in DEFAULT_CANDIDATES)})")
+    order: BudgetOrder = field(BudgetOrder.MEASURED, help="with --max-drop: try candidates by latency measured here, "
+                                                          "or in the listed order")
+    eval_split: EvalSplit = field(EvalSplit.TEST, help="split for the parity report; 'none' skips it")
+    threads: int = field(1, help="interpreter threads for evaluation")
+
+    def validate(self):
+        if self.seq_length is not None:
+            check_positive_int("seq_length", self.seq_length)
+        check_positive_int("num_calibration_samples", self.num_calibration_samples)
+        check_positive_int("threads", self.threads)
+        check_range("max_drop", self.max_drop, 0, 1, high_open=True, optional=True,
+                    what="a fraction in [0, 1) (0.01 = one point)")
+        if self.max_drop is None and (self.candidates or self.order != BudgetOrder.MEASURED):
+            raise ValueError("`--candidates` and `--order` apply to the accuracy budget: pass --max-drop too.")

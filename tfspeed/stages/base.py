@@ -1,0 +1,164 @@
+"""The shape every stage shares: a runner `run(source, config, out, ctx) -> metrics`, a config, and a registry.
+
+A stage reads a source (a model directory, or for fine-tuning a model handle), runs its compression or training with
+its config, writes a model directory to `out` atomically and returns its metrics (also in `out/metrics.json`). The
+same runner serves the stage's `tfspeed` command and `tfspeed optimize`; `StageContext` carries what differs between
+the two (the data, the strategy, the chain's teacher, where checkpoints go, how to log).
+
+Adding a stage is one module with a config and a runner, registered here:
+
+>>> import dataclasses
+>>> from tfspeed.config import StageConfig, field
+>>> from tfspeed.stages import register_stage, get_stage
+>>> @dataclasses.dataclass
+... class NoopConfig(StageConfig):
+...     note: str = field("hello", help="a note")
+>>> @register_stage("noop-doc", NoopConfig, help="copies nothing")
+... def run(source, config, out, ctx):
+...     return {"note": config.note}
+>>> get_stage("noop-doc").run("src", NoopConfig(), "out", None)
+{'note': 'hello'}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from tfspeed.config import StageConfig
+
+
+@dataclasses.dataclass
+class StageContext:
+    """What a runner needs besides its config: the data, the distribution strategy, the chain's teacher.
+
+    Args:
+        dataset: the labelled text (`TextDataset`).
+        seq_length: tokens per example. Defaults to `None` (the source model directory's, else 128).
+        limit / eval_limit: first N training / evaluation examples only. Defaults to `None` (all).
+        strategy: a `tf.distribute.Strategy`. Defaults to `None` (the default strategy).
+        teacher_dir: the chain's teacher model directory (`optimize`); a stage's own command uses its source.
+        work_dir: where `BackupAndRestore` checkpoints go, so an interrupted fit resumes. Defaults to `None` (none).
+        overwrite: replace `out` if it exists. Defaults to `False`.
+        log: one-line progress messages. Defaults to `print`.
+    """
+
+    dataset: object
+    seq_length: Optional[int] = None
+    limit: Optional[int] = None
+    eval_limit: Optional[int] = None
+    strategy: object = None
+    teacher_dir: Optional[Path] = None
+    work_dir: Optional[Path] = None
+    overwrite: bool = False
+    log: Callable[[str], None] = print
+    _encoded: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if self.strategy is None:
+            from tfspeed.compat import tf
+
+            self.strategy = tf.distribute.get_strategy()
+
+    def encoded(self, vocab_path, seq_length: Optional[int] = None):
+        """The dataset tokenized with `vocab_path` at `seq_length` (cached per vocabulary and length)."""
+        from tfspeed.data import EncodedDataset, Tokenizer
+
+        seq_length = seq_length or self.seq_length or 128
+        key = (str(vocab_path), seq_length)
+        if key not in self._encoded:
+            tok = Tokenizer(vocab_path, seq_length=seq_length)
+            self._encoded[key] = EncodedDataset(self.dataset, tok, limit=self.limit, eval_limit=self.eval_limit)
+        return self._encoded[key]
+
+    def backup(self, stage: str) -> list:
+        """`BackupAndRestore` for a training stage when the context has a `work_dir` (else no callback)."""
+        if self.work_dir is None:
+            return []
+        from tfspeed.compat import keras
+
+        return [keras.callbacks.BackupAndRestore(str(Path(self.work_dir) / "backup" / stage))]
+
+    @property
+    def verbose(self):
+        return 1 if sys.stdout.isatty() else 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """A registered stage: its name, its config class, its runner and one line of help."""
+
+    name: str
+    config: type
+    run: Callable
+    help: str = ""
+    source: str = "model"  # "model": a model directory; "handle": a preset / TF-Hub handle (fine-tuning)
+
+
+_REGISTRY: dict = {}
+
+
+def register_stage(name: str, config: type, help: str = "", source: str = "model"):
+    """Registers the decorated runner `run(source, config, out, ctx) -> metrics` as stage `name`."""
+    if not (isinstance(config, type) and issubclass(config, StageConfig)):
+        raise ValueError(f"Received an invalid value for `config`, expected a StageConfig subclass. "
+                         f"Received: config={config!r}")
+
+    def decorator(run):
+        _REGISTRY[name] = Stage(name, config, run, help, source)
+        return run
+
+    return decorator
+
+
+def get_stage(name: str) -> Stage:
+    """The stage registered as `name` (the built-in stages are registered on first use)."""
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ValueError(f"Received an invalid value for `stage`, expected one of {stage_names()}. "
+                         f"Received: stage={name!r}")
+    return _REGISTRY[name]
+
+
+def stage_names() -> list:
+    _load_builtin()
+    return list(_REGISTRY)
+
+
+_BUILTIN = ("finetune", "vocab", "distill", "prune", "qat")
+
+
+def _load_builtin():
+    import importlib
+
+    for module in _BUILTIN:
+        importlib.import_module(f"tfspeed.stages.{module}")
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def model_info(source, stage: str, vocab_path=None, **extra):
+    """The `ModelInfo` of a stage's output: the source's, with this stage's name and settings."""
+    from tfspeed import artifacts
+
+    return artifacts.ModelInfo(seq_length=source.seq_length, label_names=source.label_names, base=source.base,
+                               stage=stage, vocab_path=str(vocab_path or source.vocab_path), extra=extra)
+
+
+def load_source(source, ctx: StageContext):
+    """`(model, info, encoded)`: a model directory loaded, and the data tokenized with its vocabulary."""
+    from tfspeed import artifacts
+
+    model, info = artifacts.load_model_dir(source)
+    if not info.vocab_path:
+        raise ValueError(f"The model directory {str(source)!r} has no vocab.txt: cannot tokenize the data.")
+    seq_length = ctx.seq_length or info.seq_length
+    info.seq_length = seq_length
+    return model, info, ctx.encoded(info.vocab_path, seq_length)

@@ -1,0 +1,63 @@
+"""The export stage: a model directory converted to a .tflite file, optionally within an accuracy budget, with a
+parity report (`tfspeed export`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from tfspeed.export.config import BudgetOrder, EvalSplit, ExportConfig
+from tfspeed.stages.base import StageContext
+
+
+def run(source, config: ExportConfig, out, ctx: StageContext, report: Optional[Path] = None,
+        log=print) -> dict:
+    """Converts the model directory `source` to the .tflite file `out`; returns the report written to `report`.
+
+    Calibration text for int8 comes from the training split of `ctx.dataset`, tokenized with the model's vocab.txt;
+    the parity report is computed on `config.eval_split`.
+    """
+    from tfspeed import _io
+    from tfspeed.data import EncodedSplit, Tokenizer
+    from tfspeed.export.budget import export_within_budget
+    from tfspeed.export.convert import Converter, save_tflite
+    from tfspeed.export.parity import format_report, parity_report
+
+    _io.check_writable(out, ctx.overwrite, "out")
+    if report:
+        _io.check_writable(report, ctx.overwrite, "report")
+    converter = Converter(source, config.seq_length or ctx.seq_length, None, config.num_calibration_samples)
+    dataset = ctx.dataset
+    converter.calibration = dataset  # int8 calibrates on its training split
+    tokenizer = Tokenizer(converter.vocab, seq_length=converter.seq_length)
+    record = None
+    if config.max_drop is not None:
+        validation = EncodedSplit.from_split(dataset.validation, tokenizer, ctx.eval_limit)
+        candidates = list(config.candidates) if config.candidates else None
+        data, record = export_within_budget(
+            converter, validation, max_drop=config.max_drop, candidates=candidates, order=config.order.value,
+            num_threads=config.threads, verbose=True)
+        log(record.to_table())
+        mode = next(t["mode"] for t in record.tried if t["name"] == record.chosen)
+    else:
+        data = converter.convert(config.mode, config.float_ops, config.float_nodes)
+        mode = config.mode.value
+    parity = None
+    if config.eval_split != EvalSplit.NONE:
+        split_name = config.eval_split.value
+        split = EncodedSplit.from_split(dataset.split(split_name), tokenizer, ctx.eval_limit)
+        parity = parity_report(data, converter.keras_model, split, num_threads=config.threads,
+                               name=f"{source} {mode} ({split_name})", latency_runs=20)
+        log(format_report(parity))
+    save_tflite(data, out, overwrite=ctx.overwrite)
+    log(f"Wrote {out} ({len(data) / 1e6:.2f} MB, mode {mode})")
+    result = {"format_version": 1, "model": str(source), "mode": mode, "out": str(out),
+              "seq_length": converter.seq_length, "size_bytes": len(data), "parity": parity,
+              "budget": record.to_dict() if record is not None else None, "config": config.to_dict()}
+    if report:
+        _io.write_json(report, result, overwrite=ctx.overwrite, argument="report")
+        log(f"Wrote {report}")
+    return result
+
+
+__all__ = ["run", "ExportConfig", "BudgetOrder", "EvalSplit"]
