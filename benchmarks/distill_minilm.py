@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from tfspeed import _io, artifacts  # noqa: E402
 from tfspeed.compat import keras, tf  # noqa: E402
-from tfspeed.compress.distill import Distiller, student_from_teacher, teacher_logits  # noqa: E402
+from tfspeed.compress.distillation import Distiller, student_from_teacher, teacher_logits  # noqa: E402
 from tfspeed.data import EncodedDataset, Tokenizer, load_dataset  # noqa: E402
 from tfspeed.train import EpochTimer, accuracy, fit_classifier, make_optimizer  # noqa: E402
 

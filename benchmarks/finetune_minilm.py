@@ -12,7 +12,10 @@ import sys
 from pathlib import Path
 
 from tfspeed import _io
-from tfspeed.train import finetune
+from tfspeed.data import load_dataset
+from tfspeed.stages import StageContext
+from tfspeed.stages import finetune as finetune_stage
+from tfspeed.train import FinetuneConfig
 
 
 def main():
@@ -23,8 +26,9 @@ def main():
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
-    _, metrics = finetune("minilm-l6", "rotten_tomatoes", out=args.out, epochs=args.epochs, seq_length=args.seq_length,
-                          learning_rate=args.learning_rate, overwrite=args.overwrite, verbose=2)
+    config = FinetuneConfig(epochs=args.epochs, learning_rate=args.learning_rate, seq_length=args.seq_length)
+    ctx = StageContext(load_dataset("rotten_tomatoes"), seq_length=args.seq_length, overwrite=args.overwrite)
+    metrics = finetune_stage.run("minilm-l6", config, args.out, ctx)
     result = {k: v for k, v in metrics.items() if k != "history"}
     result["machine"] = {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version(),
                          "load_average": os.getloadavg()}

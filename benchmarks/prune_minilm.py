@@ -48,7 +48,8 @@ def main(argv=None):
     parser.add_argument("--structured-epochs", type=int, default=2, help="(default: 2)")
     parser.add_argument("--learning-rate", type=float, default=3e-5)
     parser.add_argument("--runs", default="dense,structured,p50,m24,p80",
-                        help="comma-separated runs, in order (default: all; also p50enc, and m24g: one epoch at 1:4 before 2:4)")
+                        help="comma-separated runs, in order (default: all; also p50enc, and m24g: one epoch at 1:4 "
+                             "before 2:4)")
     parser.add_argument("--include-embeddings", action=argparse.BooleanOptionalAction, default=True,
                         help="prune the word embeddings too in p50/m24/p80 (default: on; p50enc never does)")
     parser.add_argument("--embedding-sparsity", type=float, default=None,
@@ -76,9 +77,10 @@ def main(argv=None):
         return latency_only(args)
 
     from tfspeed import artifacts
-    from tfspeed.compress import prune as P
+    from tfspeed.compress import pruning as P
     from tfspeed.compress import structured as S
     from tfspeed.data import EncodedDataset, Tokenizer, load_dataset
+    from tfspeed.export.sparsity import sparsity_report, to_tflite
     from tfspeed.train import accuracy, fit_classifier
 
     if not (Path(args.teacher) / "metrics.json").is_file():
@@ -111,11 +113,11 @@ def main(argv=None):
     def measure(name, model, extra, include_embeddings):
         t = time.perf_counter()
         acc = accuracy(model, encoded.test)
-        report = P.sparsity_report(model, include_embeddings=include_embeddings, tflite=False)
-        encoder_only = P.sparsity_report(model, tflite=False)["sparsity"]
+        report = sparsity_report(model, include_embeddings=include_embeddings, tflite=False)
+        encoder_only = sparsity_report(model, tflite=False)["sparsity"]
         report["tflite"] = {}
         for mode in ("float", "dynamic"):
-            content = P.to_tflite(model, mode, args.seq_length)
+            content = to_tflite(model, mode, args.seq_length)
             report["tflite"][mode] = {"bytes": len(content), "gzip_bytes": len(gzip.compress(content, 6))}
         tflites[name] = content
         row = {"accuracy": acc, "sparsity_targeted": report["sparsity"], "sparsity_encoder_kernels": encoder_only,
@@ -138,7 +140,7 @@ def main(argv=None):
     def fit_pruned(pruned, epochs):
         callbacks = P.pruning_callbacks(per_layer=False)
         if args.distill:
-            from tfspeed.compress.distill import fit_student
+            from tfspeed.compress.distillation import fit_student
 
             return fit_student(pruned, teacher, encoded.train, None, epochs=epochs, batch_size=32,
                                learning_rate=args.learning_rate, hidden_weight=args.hidden_weight,

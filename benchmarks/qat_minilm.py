@@ -34,8 +34,10 @@ sys.path.insert(0, str(ROOT))
 
 from tfspeed import _io, artifacts, export  # noqa: E402
 from tfspeed.compat import keras  # noqa: E402
-from tfspeed.compress import qat  # noqa: E402
+from tfspeed.compress import quantization as Q  # noqa: E402
+from tfspeed.compress.quantization.config import parse_float_outputs  # noqa: E402
 from tfspeed.data import EncodedDataset, Tokenizer, load_dataset  # noqa: E402
+from tfspeed.export.quantized import int8_fractions, to_tflite  # noqa: E402
 from tfspeed.train import predict_logits  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "qat_minilm.json"
@@ -53,7 +55,8 @@ class Progress(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if batch % self.every == 0:
             logs = logs or {}
-            log(f"  batch {batch}: loss {logs.get('loss', float('nan')):.4f} acc {logs.get('accuracy', float('nan')):.4f}"
+            loss, acc = logs.get("loss", float("nan")), logs.get("accuracy", float("nan"))
+            log(f"  batch {batch}: loss {loss:.4f} acc {acc:.4f}"
                 f" ({time.perf_counter() - self.start:.0f}s)")
 
 
@@ -61,7 +64,7 @@ def tflite_eval(name, data, split, keras_logits=None):
     t = time.perf_counter()
     logits = export.evaluate(data, split)
     row = {"accuracy": float(np.mean(logits.argmax(-1) == split.labels)),
-           "int8_fraction": qat.int8_fractions(data), **export.sizes(data),
+           "int8_fraction": int8_fractions(data), **export.sizes(data),
            "float_ops": export.op_histogram(data)["float_ops"], "eval_seconds": time.perf_counter() - t}
     if keras_logits is not None:
         row["argmax_agreement"] = float(np.mean(logits.argmax(-1) == keras_logits.argmax(-1)))
@@ -114,23 +117,21 @@ def main(argv=None):
                "float_keras_accuracy": float(np.mean(teacher_logits.argmax(-1) == test.labels))}
     log(f"float teacher (Keras) accuracy {results['float_keras_accuracy']:.4f}")
 
-    from tfspeed.compress.qat_cli import _float_outputs
-
-    float_outputs = _float_outputs(args.float_outputs)
+    float_outputs = parse_float_outputs(args.float_outputs)
     results["float_outputs"] = list(float_outputs)
     log(f"QAT fine-tuning: {args.epochs} epoch(s), lr {args.learning_rate}, float outputs {list(float_outputs)}")
     t = time.perf_counter()
-    qat_model, history = qat.qat_fit(teacher, encoded.train, encoded.validation, epochs=args.epochs,
-                                     batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                     callbacks=[Progress()], verbose=0, calibration_batches=8,
-                                     float_outputs=float_outputs,
-                                     outlier_channels=None if args.outlier_channels == "none" else "auto",
-                                     smooth=None if args.smooth == "none" else "auto",
-                                     calibration_percentile=args.calibration_percentile or None,
-                                     freeze_ranges=args.freeze_ranges, distill=args.distill)
-    results["outlier_channels"] = qat.split_of(qat_model)
-    results["smoothed_layer_norms"] = qat.smoothed_layer_norms(qat_model)
-    results["outlier_heads"] = qat.split_heads_of(qat_model)
+    qat_model, history = Q.qat_fit(teacher, encoded.train, encoded.validation, epochs=args.epochs,
+                                   batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                   callbacks=[Progress()], verbose=0, calibration_batches=8,
+                                   float_outputs=float_outputs,
+                                   outlier_channels=None if args.outlier_channels == "none" else "auto",
+                                   smooth=None if args.smooth == "none" else "auto",
+                                   calibration_percentile=args.calibration_percentile or None,
+                                   freeze_ranges=args.freeze_ranges, distill=args.distill)
+    results["outlier_channels"] = Q.split_of(qat_model)
+    results["smoothed_layer_norms"] = Q.smoothed_layer_norms(qat_model)
+    results["outlier_heads"] = Q.split_heads_of(qat_model)
     log(f"outlier channels computed apart: {results['outlier_channels']}")
     results["qat_train_seconds"] = time.perf_counter() - t
     results["qat_history"] = {k: [float(v) for v in vs] for k, vs in history.history.items()}
@@ -140,7 +141,7 @@ def main(argv=None):
 
     files = {}
     t = time.perf_counter()
-    files["qat_int8"] = qat.to_tflite(qat_model, args.seq_length)
+    files["qat_int8"] = to_tflite(qat_model, args.seq_length)
     results["qat_convert_seconds"] = time.perf_counter() - t
     out_dir = work / "qat_model"
     minfo = artifacts.ModelInfo(seq_length=args.seq_length, label_names=info.label_names, base=str(args.teacher),

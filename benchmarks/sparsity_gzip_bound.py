@@ -25,7 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from tfspeed import _io, artifacts  # noqa: E402
 from tfspeed.compat import keras  # noqa: E402
-from tfspeed.compress import prune as P  # noqa: E402
+from tfspeed.compress import pruning as P  # noqa: E402
+from tfspeed.compress.pruning.report import _gzip_size  # noqa: E402
+from tfspeed.export.sparsity import to_tflite  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "sparsity_gzip_bound.json"
 
@@ -66,8 +68,8 @@ def main(argv=None):
                 weights[0] = mask(weights[0])
                 layer.set_weights(weights)
         sparsity = float(np.mean([np.mean(model.get_layer(n).get_weights()[0] == 0) for n in names]))
-        data = P.to_tflite(model, "dynamic", args.seq_length)
-        row = {"gzip_bytes": P._gzip_size(data), "bytes": len(data), "mean_kernel_sparsity": sparsity}
+        data = to_tflite(model, "dynamic", args.seq_length)
+        row = {"gzip_bytes": _gzip_size(data), "bytes": len(data), "mean_kernel_sparsity": sparsity}
         base = base or row["gzip_bytes"]
         row["dynamic_gzip_ratio_vs_dense"] = row["gzip_bytes"] / base
         result["runs"][name] = row
