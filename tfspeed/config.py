@@ -234,7 +234,10 @@ class StageConfig:
             elif isinstance(shown, list):
                 shown = ",".join(str(s) for s in shown)
             help_text = (meta.get("help") or "").rstrip()
-            help_text = f"{help_text} (default: {'none' if shown is None else shown})".strip()
+            if shown in (None, "", []) and ("(default:" in help_text or "unset:" in help_text or "(none:" in help_text):
+                pass  # the help says what an unset value means
+            elif "(default:" not in help_text:
+                help_text = f"{help_text} (default: {'none' if shown in (None, '', []) else shown})".strip()
             kwargs = dict(dest=f.name, default=default, help=help_text.replace("%", "%%"))
             base = _base_type(tp)
             if base is bool and meta.get("parse") is None:

@@ -30,8 +30,8 @@ class DataConfig(StageConfig):
     text_column: str = field("text", help="text column of a CSV/JSONL file")
     label_column: str = field("label", help="label column of a CSV/JSONL file")
     label_names: Optional[tuple] = field(None, parse=_names,
-                                         help="comma-separated label names in index order (default: sorted labels of "
-                                              "the file)")
+                                         help="comma-separated label names in index order (default: the file's labels, "
+                                              "sorted)")
     limit: Optional[int] = field(None, help="use only the first N training examples")
     eval_limit: Optional[int] = field(None, help="use only the first N validation/test examples")
 
