@@ -69,7 +69,12 @@ def test_every_example_is_tested_and_listed():
     assert all(f"python examples/{name}.py" in readme for name in scripts)
 
 
-@pytest.mark.parametrize("name", sorted(CHECKS))
+# finetune_and_export runs by default; the others (20-45 s each) with --run-large, to hold the suite near 20 min.
+EXAMPLES_PARAMS = [pytest.param(name, marks=() if name == "finetune_and_export" else pytest.mark.large)
+                   for name in sorted(CHECKS)]
+
+
+@pytest.mark.parametrize("name", EXAMPLES_PARAMS)
 def test_example_runs(name, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}

@@ -73,6 +73,7 @@ def test_prune_2_4_with_distillation_from_the_dense_model(model_dir, sentiment_c
         assert (np.count_nonzero(groups, axis=-1) <= 2).all(), name
 
 
+@pytest.mark.large  # slowest tier (kept out of the default suite to hold it near 20 min): pass --run-large
 def test_prune_distill_under_mirrored_strategy(model_dir, sentiment_csv, tmp_path, capsys):
     """The dense teacher is loaded outside the strategy: the Distiller needs a copy made inside its scope."""
     out = tmp_path / "pruned_kd_mirrored"

@@ -159,6 +159,7 @@ def _with_outlier(float_model, channel=3, shift=25.0):
     return model
 
 
+@pytest.mark.large  # slowest tier (kept out of the default suite to hold it near 20 min): pass --run-large
 def test_outlier_channels_get_their_own_int8_fully_connected(float_model, toy, tmp_path):
     """MiniLM's FFN outputs carry a channel ~100x the others: split apart, the other channels keep a fine int8 step,
     every FULLY_CONNECTED stays int8 and the file still computes what Keras simulated."""
@@ -213,6 +214,7 @@ def _with_norm_and_unit_outliers(float_model, channel=5, unit=7):
     return model
 
 
+@pytest.mark.large  # slowest tier (kept out of the default suite to hold it near 20 min): pass --run-large
 def test_smoothing_gives_outlier_norms_and_units_a_finer_int8_step(float_model, toy, tmp_path):
     """LayerNorm outlier channels scaled down into the next kernels, FFN outlier units computed apart: the same
     function in float, every matmul still int8, finer int8 steps on the LayerNorm and GELU outputs."""
@@ -273,6 +275,7 @@ def test_qat_fit_smooths_by_default(float_model, toy):
     assert not quantization.smoothed_layer_norms(plain) and "layer_0_intermediate" not in quantization.split_of(plain)
 
 
+@pytest.mark.large  # slowest tier (kept out of the default suite to hold it near 20 min): pass --run-large
 def test_qat_fit_distills_from_the_float_model(float_model, toy):
     before = [w.copy() for w in float_model.get_weights()]
     q, history = quantization.qat_fit(float_model, _head(toy[0], 64), epochs=1, batch_size=16, learning_rate=1e-4,
@@ -288,6 +291,7 @@ def test_qat_fit_distills_from_the_float_model(float_model, toy):
         quantization.qat_fit(float_model, toy[0], distill="yes")
 
 
+@pytest.mark.large  # slowest tier (kept out of the default suite to hold it near 20 min): pass --run-large
 def test_qat_fit_takes_a_config_with_keyword_overrides(float_model, toy):
     """`config=QATConfig(...)` sets the fit; keyword overrides win over it; a dict of outlier channels found
     beforehand is still accepted for `outlier_channels` (split as given, none searched)."""
@@ -334,6 +338,7 @@ def _with_outlier_head(float_model, head=1, factor=12.0):
     return model
 
 
+@pytest.mark.large  # slowest tier (kept out of the default suite to hold it near 20 min): pass --run-large
 def test_outlier_heads_get_their_own_int8_batch_matmul(float_model, toy, tmp_path):
     """A head with outlier scores computed apart: the same function in float (heads reordered exactly), the other
     heads' scores get a finer int8 step, every matmul stays int8, the file agrees, the split survives a reload."""
@@ -525,6 +530,7 @@ def _pruned_copy(model, sparsity=0.5):
     return pruned
 
 
+@pytest.mark.large  # slowest tier (kept out of the default suite to hold it near 20 min): pass --run-large
 def test_preserve_sparsity_keeps_zeros_through_fit_reload_and_int8_file(float_model, toy, tmp_path):
     pruned = _pruned_copy(float_model)
     kept, _ = quantization.qat_fit(pruned, toy[0], epochs=1, batch_size=16, learning_rate=1e-3, preserve_sparsity=True,
@@ -551,6 +557,7 @@ def test_preserve_sparsity_keeps_zeros_through_fit_reload_and_int8_file(float_mo
     assert len(zero_fractions) == 6 * CONFIG.num_layers + 2 and min(zero_fractions) >= 0.5
 
 
+@pytest.mark.large  # slowest tier (kept out of the default suite to hold it near 20 min): pass --run-large
 def test_qat_fit_under_mirrored_strategy(float_model, toy, mirrored_strategy):
     model, history = quantization.qat_fit(float_model, _head(toy[0], 96), epochs=1, batch_size=16, learning_rate=1e-4,
                                           strategy=mirrored_strategy, verbose=0)
