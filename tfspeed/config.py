@@ -56,6 +56,11 @@ class StrEnum(str, enum.Enum):
         return [m.value for m in cls]
 
     @classmethod
+    def expected(cls) -> str:
+        """What a refused value's error says was expected; an enum may say more (e.g. another accepted type)."""
+        return f"one of {cls.choices()}"
+
+    @classmethod
     def parse(cls, name: str, value):
         """The member for `value` (a member or its string), or a ValueError naming `name` and the choices."""
         if isinstance(value, cls):
@@ -63,7 +68,7 @@ class StrEnum(str, enum.Enum):
         try:
             return cls(str(value).strip().lower())
         except ValueError:
-            raise ValueError(f"Received an invalid value for `{name}`, expected one of {cls.choices()}. "
+            raise ValueError(f"Received an invalid value for `{name}`, expected {cls.expected()}. "
                              f"Received: {name}={value!r}") from None
 
 

@@ -64,14 +64,8 @@ class _Choice(StrEnum):
     """A `StrEnum` whose error lists the choices as a tuple, as the checks of this module always have."""
 
     @classmethod
-    def parse(cls, name: str, value):
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).strip().lower())
-        except ValueError:
-            raise ValueError(f"Received an invalid value for `{name}`, expected one of {tuple(cls.choices())}. "
-                             f"Received: {name}={value!r}") from None
+    def expected(cls) -> str:
+        return f"one of {tuple(cls.choices())}"
 
 
 class Method(_Choice):

@@ -31,14 +31,8 @@ class Schedule(StrEnum):
     CONSTANT = "constant"
 
     @classmethod
-    def parse(cls, name: str, value):
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).strip().lower())
-        except ValueError:
-            raise ValueError(f"Received an invalid value for `{name}`, expected one of {cls.choices()} or a "
-                             f"`tfmot.sparsity.keras.PruningSchedule`. Received: {name}={value!r}") from None
+    def expected(cls) -> str:
+        return f"one of {cls.choices()} or a `tfmot.sparsity.keras.PruningSchedule`"
 
 
 SCHEDULES = tuple(Schedule.choices())
