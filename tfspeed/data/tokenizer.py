@@ -20,10 +20,20 @@ def read_vocab(vocab_path) -> list:
     if not path.is_file():
         raise FileNotFoundError(f"Expected a WordPiece vocab.txt for `vocab_path`. Received: {str(path)!r}, no such "
                                 "file.")
-    tokens = path.read_text(encoding="utf-8").splitlines()
-    for needed in ("[CLS]", "[SEP]", "[PAD]", "[UNK]"):
-        if needed not in tokens:
-            raise ValueError(f"{path} is not a BERT vocabulary: expected the token {needed!r}, not found.")
+    try:
+        tokens = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"Expected a UTF-8 vocab.txt for `vocab_path`. Received: {str(path)!r}, not UTF-8 (byte "
+                         f"{e.start}).") from e
+    return check_vocab(tokens, str(path))
+
+
+def check_vocab(tokens: list, where: str) -> list:
+    """`tokens` if it is a BERT WordPiece vocabulary (has [CLS], [SEP], [PAD] and [UNK]), else a ValueError."""
+    missing = [t for t in ("[CLS]", "[SEP]", "[PAD]", "[UNK]") if t not in tokens]
+    if missing:
+        raise ValueError(f"{where} is not a BERT vocabulary: expected the tokens {', '.join(missing)}, not found "
+                         f"among its {len(tokens)} tokens.")
     return tokens
 
 
@@ -31,7 +41,8 @@ class Tokenizer(tf.Module):
     """BERT preprocessing: lower case, WordPiece, [CLS]/[SEP], fixed `seq_length`.
 
     Args:
-        vocab_path: a `vocab.txt` with one WordPiece token per line.
+        vocab_path: a `vocab.txt` with one WordPiece token per line, or the tokens themselves (a list; e.g. the
+            vocabulary packed in a .tflite's metadata).
         seq_length: length of every output row (longer texts are truncated). Defaults to `128`.
         lower_case: Defaults to `True` (uncased BERTs).
     """
@@ -41,12 +52,13 @@ class Tokenizer(tf.Module):
         if not isinstance(seq_length, int) or seq_length < 3:
             raise ValueError(f"Received an invalid value for `seq_length`, expected an integer >= 3. "
                              f"Received: seq_length={seq_length!r}")
-        tokens = read_vocab(vocab_path)
-        self.vocab_path = str(vocab_path)
+        from_file = isinstance(vocab_path, (str, Path))
+        tokens = read_vocab(vocab_path) if from_file else check_vocab(list(vocab_path), "the token list")
+        self.vocab_path = str(vocab_path) if from_file else None
         self.vocab_size = len(tokens)
         self.seq_length = seq_length
         self.cls_id, self.sep_id, self.pad_id = tokens.index("[CLS]"), tokens.index("[SEP]"), tokens.index("[PAD]")
-        self.vocab_file = tf.saved_model.Asset(str(vocab_path))
+        self.vocab_file = tf.saved_model.Asset(str(vocab_path)) if from_file else None
         # Built from the tokens read here, not from the file path: a table initialised from a file is shared by name
         # with any other table of the same path in the process, which made a tokenizer see another's vocabulary.
         table = tf.lookup.StaticHashTable(

@@ -48,6 +48,8 @@ class ExportConfig(StageConfig):
             Defaults to `"measured"`.
         eval_split: split of the parity report, or `"none"`. Defaults to `"test"`.
         threads: interpreter threads for evaluation. Defaults to `1`.
+        metadata: write TFLite metadata (vocabulary, labels, a softmax `probability` output) so that MediaPipe
+            Tasks' `TextClassifier` and `tfspeed predict` run the file on raw text. Defaults to `True`.
     """
 
     mode: Mode = field(Mode.DYNAMIC, help="int8-mixed keeps --float-ops float")
@@ -66,6 +68,8 @@ class ExportConfig(StageConfig):
                                                           "or in the listed order")
     eval_split: EvalSplit = field(EvalSplit.TEST, help="split for the parity report; 'none' skips it")
     threads: int = field(1, help="interpreter threads for evaluation")
+    metadata: bool = field(True, help="write TFLite metadata (tokenizer vocabulary, labels, softmax output) for "
+                                      "MediaPipe's TextClassifier and tfspeed predict")
 
     def validate(self):
         if self.seq_length is not None:

@@ -265,7 +265,7 @@ class Converter:
 
 def convert(model, mode="dynamic", seq_length: Optional[int] = None, calibration=None,
             num_calibration_samples: Optional[int] = _cal.DEFAULT_NUM_SAMPLES, float_ops=None, vocab=None,
-            seed: int = 0, float_nodes=None) -> bytes:
+            seed: int = 0, float_nodes=None, metadata: Optional[bool] = None, labels=None) -> bytes:
     """Converts a BERT classifier to .tflite bytes.
 
     Args:
@@ -288,10 +288,15 @@ def convert(model, mode="dynamic", seq_length: Optional[int] = None, calibration
         float_nodes: for `"int8-mixed"`, regular expressions on op output tensor names whose ops stay float.
             Defaults to `DEFAULT_FLOAT_NODES` (the attention softmax block: scale, additive mask, softmax; int8
             there costs ~20 points on MiniLM); `()` keeps none.
+        metadata: add TFLite metadata for MediaPipe Tasks' `TextClassifier` (`tfspeed.export.metadata`): the
+            vocabulary, the label names and a softmax `probability` output. `None` adds it when both are known (a
+            model directory, or `vocab` and `labels` given); `True` requires it; `False` leaves it out. Defaults to
+            `None`.
+        labels: label names in output order, for the metadata. Defaults to the model directory's.
 
     Returns:
         The .tflite flatbuffer: signature `serving_default`, inputs `input_word_ids`, `input_mask`, `input_type_ids`
-        (int32 [1, seq_length]), output `logits` (float32 [1, num_classes]).
+        (int32 [1, seq_length]), output `logits` (float32 [1, num_classes]), or, with metadata, `probability`.
 
     Raises:
         ValueError: an unknown mode (the message lists the accepted ones), bad calibration data.
@@ -316,8 +321,19 @@ def convert(model, mode="dynamic", seq_length: Optional[int] = None, calibration
     ```
     """
     mode = Mode.parse(mode)
-    return Converter(model, seq_length, calibration, num_calibration_samples, vocab, seed).convert(
-        mode, float_ops, float_nodes)
+    if metadata not in (None, True, False):
+        raise ValueError(f"Expected None, True or False for `metadata`. Received: metadata={metadata!r}")
+    converter = Converter(model, seq_length, calibration, num_calibration_samples, vocab, seed)
+    data = converter.convert(mode, float_ops, float_nodes)
+    labels = labels if labels is not None else (converter.info.label_names if converter.info is not None else None)
+    if metadata is False or (metadata is None and (converter.vocab is None or labels is None)):
+        return data
+    if converter.vocab is None or labels is None:
+        raise ValueError("Expected `vocab` and `labels` (or a model directory, which has both) for metadata=True. "
+                         f"Received: vocab={converter.vocab!r}, labels={labels!r}")
+    from tfspeed.export.metadata import add_metadata
+
+    return add_metadata(data, converter.vocab, labels)
 
 
 def save_tflite(data: bytes, path, overwrite: bool = False) -> Path:

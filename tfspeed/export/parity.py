@@ -17,6 +17,10 @@ REPORT_VERSION = 1
 class TFLiteClassifier:
     """A .tflite classifier behind `ai_edge_litert`: `logits(features)` over rows, batch 1, fixed seq_length.
 
+    A file with a `probability` output (exported with metadata: softmax in the graph) gives log-probabilities from
+    `logits`: they differ from the logits by a constant per row, so argmax and accuracy are the same;
+    `probabilities(features)` gives the output itself.
+
     Args:
         tflite: .tflite bytes or path.
         num_threads: interpreter threads. Defaults to `1`.
@@ -49,7 +53,9 @@ class TFLiteClassifier:
         if len(shapes) != 1 or len(next(iter(shapes))) != 2 or next(iter(shapes))[0] != 1:
             raise ValueError(f"Expected fixed [1, seq_length] inputs in the .tflite. Received shapes: {sorted(shapes)}")
         self.seq_length = int(next(iter(shapes))[1])
-        out = sig["outputs"].get("logits") if sig else None
+        outputs = sig["outputs"] if sig else {}
+        self.returns_probabilities = "probability" in outputs and "logits" not in outputs
+        out = outputs.get("logits", outputs.get("probability"))
         self.output = out if out is not None else self.interpreter.get_output_details()[0]["index"]
 
     def __call__(self, row: dict) -> np.ndarray:
@@ -58,10 +64,21 @@ class TFLiteClassifier:
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output)[0].copy()
 
-    def logits(self, features: dict) -> np.ndarray:
+    def outputs(self, features: dict) -> np.ndarray:
+        """The file's output for every row, as it computes it (logits, or probabilities with metadata)."""
         feats = fit_features(features, self.seq_length, argument="split")
         n = len(feats[INPUT_NAMES[0]])
         return np.stack([self({k: v[i:i + 1] for k, v in feats.items()}) for i in range(n)])
+
+    def logits(self, features: dict) -> np.ndarray:
+        """Logits [n, num_classes] (log-probabilities for a file whose output is `probability`)."""
+        out = self.outputs(features)
+        return np.log(np.maximum(out, np.finfo(np.float32).tiny)) if self.returns_probabilities else out
+
+    def probabilities(self, features: dict) -> np.ndarray:
+        """Class probabilities [n, num_classes]: the output of a `probability` file, else a softmax of the logits."""
+        out = self.outputs(features)
+        return out if self.returns_probabilities else softmax(out)
 
     def median_latency_ms(self, row: dict, runs: int = 20, warmup: int = 3) -> float:
         """Median wall time of `runs` invokes on one input after `warmup` untimed ones."""
@@ -73,6 +90,13 @@ class TFLiteClassifier:
             self(row)
             times.append((time.perf_counter() - t) * 1e3)
         return float(np.median(times))
+
+
+def softmax(logits) -> np.ndarray:
+    """Row-wise softmax in float64, returned as float32."""
+    z = np.asarray(logits, np.float64)
+    z = np.exp(z - z.max(-1, keepdims=True))
+    return (z / z.sum(-1, keepdims=True)).astype(np.float32)
 
 
 def evaluate(tflite, split, num_threads: int = 1) -> np.ndarray:
@@ -123,6 +147,8 @@ def parity_report(tflite, keras_model, split, num_threads: int = 1, keras_logits
         model, _ = load_classifier(keras_model)
         keras_logits_ = keras_logits(model, split, runner.seq_length)
     keras_logits_ = np.asarray(keras_logits_)
+    if runner.returns_probabilities:  # compare log-probabilities with log-probabilities
+        keras_logits_ = np.log(np.maximum(softmax(keras_logits_), np.finfo(np.float32).tiny))
     if keras_logits_.shape != lite.shape:
         raise ValueError(f"Expected Keras logits of shape {lite.shape}. Received: {keras_logits_.shape}")
     labels = np.asarray(split.labels)

@@ -39,7 +39,7 @@ def to_tflite(qat_model: keras.Model, seq_length: int) -> bytes:
         raise ValueError("Expected a QAT model for `qat_model` (from `tfspeed.compress.quantization.quantize`). "
                          f"Received a float model {qat_model.name!r}: quantize it first, or use "
                          "`tfspeed.export.convert` for post-training quantization.")
-    return convert(qat_model, mode="int8", seq_length=int(seq_length))
+    return convert(qat_model, mode="int8", seq_length=int(seq_length), metadata=False)
 
 
 def int8_fractions(tflite) -> dict:

@@ -45,7 +45,7 @@ def to_tflite(model: keras.Model, mode: str = "dynamic", seq_length: int = 128) 
     if mode not in MODES:
         raise ValueError(f"Received an invalid value for `mode`, expected 'float' or 'dynamic'. "
                          f"Received: mode={mode!r}")
-    return convert(model, mode="float32" if mode == "float" else "dynamic", seq_length=seq_length)
+    return convert(model, mode="float32" if mode == "float" else "dynamic", seq_length=seq_length, metadata=False)
 
 
 def sparsity_report(model: keras.Model, include_embeddings: bool = False, include_classifier: bool = False,

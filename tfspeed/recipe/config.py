@@ -85,6 +85,8 @@ class RecipeConfig(StageConfig):
         max_drop: accuracy budget of the post-training int8 export of the teacher. Defaults to `0.01`.
         threads: interpreter threads when profiling. Defaults to `1` (a phone's big core).
         profile_runs: measured runs per model. Defaults to `50`.
+        metadata: every .tflite carries TFLite metadata (vocabulary, labels, a softmax `probability` output) for
+            MediaPipe's `TextClassifier` and `tfspeed predict`. Defaults to `True`.
         limit / eval_limit: first N training / evaluation examples only (quick runs). Defaults to `None` (all).
         strategy: "mirrored" or "multi-worker" (from TF_CONFIG) for the training stages. Defaults to `None`.
         teacher: fine-tuning of the teacher (`FinetuneConfig`). Defaults to 3 epochs at 5e-5.
@@ -105,6 +107,8 @@ class RecipeConfig(StageConfig):
     max_drop: float = field(0.01, help="accuracy budget of the post-training int8 export (0.01 = one point)")
     threads: int = field(1, help="interpreter threads when profiling")
     profile_runs: int = field(50, help="measured runs per model")
+    metadata: bool = field(True, help="write TFLite metadata (tokenizer vocabulary, labels, softmax output) into "
+                                      "every .tflite, for MediaPipe's TextClassifier and tfspeed predict")
     limit: Optional[int] = field(None, help="first N training examples only")
     eval_limit: Optional[int] = field(None, help="first N validation/test examples only")
     strategy: Optional[str] = field(None, choices=list(STRATEGIES),
@@ -216,6 +220,8 @@ class RecipeConfig(StageConfig):
         """The config of stage `name` in this recipe (a registered stage's defaults when the recipe has none)."""
         if name in ("teacher", "finetune"):
             return self.teacher
+        if name == "qat" and not self.metadata:  # --no-metadata covers the QAT stage's file too
+            return self.qat.replace(metadata=False)
         if name in ("vocab", "distill", "prune", "qat"):
             return getattr(self, name)
         from tfspeed.stages import get_stage

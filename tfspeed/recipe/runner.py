@@ -144,6 +144,14 @@ class Optimizer:
                 if made is None:
                     return
                 data, more = made
+                more.setdefault("metadata_bytes", None)
+                if c.metadata:
+                    from tfspeed.export.metadata import add_model_metadata, metadata_buffer
+
+                    if metadata_buffer(data) is None:
+                        packaged = add_model_metadata(data, source_dir)
+                        more["metadata_bytes"], data = len(packaged) - len(data), packaged
+                more["float_ops"] = export.op_histogram(data)["float_ops"]
                 _io.write_bytes(path, data, overwrite=True)
                 split = ctx.encoded(artifacts.load_info(source_dir).vocab_path).test
                 logits = export.evaluate(data, split)
@@ -177,7 +185,10 @@ class Optimizer:
         for name, folder_ in chain:
             if name == "qat":
                 path = folder_ / QAT_TFLITE
-                tflite(f"{folder_.name}-int8", lambda path=path: (path.read_bytes(), {}), folder_, stage=name,
+                stage_bytes = artifacts.read_metrics(folder_).get("metadata_bytes")
+                tflite(f"{folder_.name}-int8", lambda path=path, b=stage_bytes: (path.read_bytes(),
+                                                                                   {"metadata_bytes": b}),
+                       folder_, stage=name,
                        mode="qat int8")
             else:
                 stage_model, _ = artifacts.load_model_dir(folder_)

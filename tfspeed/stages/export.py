@@ -21,6 +21,7 @@ def run(source, config: ExportConfig, out, ctx: StageContext, report: Optional[P
     from tfspeed.data import EncodedSplit, Tokenizer
     from tfspeed.export.budget import export_within_budget
     from tfspeed.export.convert import Converter, save_tflite
+    from tfspeed.export.ops import op_histogram
     from tfspeed.export.parity import format_report, parity_report
 
     _io.check_writable(out, ctx.overwrite, "out")
@@ -49,10 +50,18 @@ def run(source, config: ExportConfig, out, ctx: StageContext, report: Optional[P
         parity = parity_report(data, converter.keras_model, split, num_threads=config.threads,
                                name=f"{source} {mode} ({split_name})", latency_runs=20)
         log(format_report(parity))
+    metadata_bytes = None
+    if config.metadata:
+        from tfspeed.export.metadata import add_model_metadata
+
+        packaged = add_model_metadata(data, source)
+        metadata_bytes, data = len(packaged) - len(data), packaged
     save_tflite(data, out, overwrite=ctx.overwrite)
-    log(f"Wrote {out} ({len(data) / 1e6:.2f} MB, mode {mode})")
+    log(f"Wrote {out} ({len(data) / 1e6:.2f} MB, mode {mode}"
+        f"{f', metadata {metadata_bytes / 1e3:.1f} kB' if metadata_bytes is not None else ', no metadata'})")
     result = {"format_version": 1, "model": str(source), "mode": mode, "out": str(out),
-              "seq_length": converter.seq_length, "size_bytes": len(data), "parity": parity,
+              "seq_length": converter.seq_length, "size_bytes": len(data), "metadata_bytes": metadata_bytes,
+              "float_ops": op_histogram(data)["float_ops"], "parity": parity,
               "budget": record.to_dict() if record is not None else None, "config": config.to_dict()}
     if report:
         _io.write_json(report, result, overwrite=ctx.overwrite, argument="report")

@@ -76,11 +76,17 @@ def run(source, config: QATConfig, out: Path, ctx: StageContext, callbacks: Sequ
         "outlier_heads": Q.split_heads_of(qat_model),
         "calibration_percentile": config.calibration_percentile, "freeze_ranges": config.freeze_ranges,
         "distill": config.distill, "train_examples": len(encoded.train),
-        "train_seconds": train_seconds, "tflite": TFLITE_NAME,
+        "train_seconds": train_seconds, "tflite": TFLITE_NAME, "metadata_bytes": None,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
         "config": config.to_dict(),
     }
-    info = artifacts.ModelInfo(seq_length=seq_length, label_names=label_names or encoded.label_names, base=base,
+    label_names = label_names or encoded.label_names
+    if config.metadata:
+        from tfspeed.export.metadata import add_metadata
+
+        packaged = add_metadata(tflite, vocab, label_names)
+        metrics["metadata_bytes"], tflite = len(packaged) - len(tflite), packaged
+    info = artifacts.ModelInfo(seq_length=seq_length, label_names=label_names, base=base,
                                stage="qat", vocab_path=str(vocab),
                                extra={"tflite": TFLITE_NAME, "preserve_sparsity": config.preserve_sparsity})
     artifacts.save_model_dir(qat_model, out, info, metrics, overwrite=ctx.overwrite,

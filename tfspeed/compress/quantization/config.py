@@ -131,6 +131,8 @@ class QATConfig(StageConfig):
             file accuracy +0.6 point and Keras-vs-file agreement 0.988 vs 0.984 with min / max).
         freeze_ranges: keep the calibrated ranges through fitting (`calibrate(freeze=True)`): the moving averages
             would otherwise widen them again to the training batches' extremes. Defaults to `True`.
+        metadata: the stage's `model_int8.tflite` carries TFLite metadata (vocabulary, labels, a softmax
+            `probability` output) for MediaPipe's `TextClassifier` and `tfspeed predict`. Defaults to `True`.
     """
 
     # === Fit ===
@@ -168,6 +170,9 @@ class QATConfig(StageConfig):
              "extremes are clipped, the rest get a finer int8 step), or 'none' for min / max")
     freeze_ranges: bool = field(True, help="keep the calibrated activation ranges through fine-tuning; "
                                            "--no-freeze-ranges lets the moving averages follow the training batches")
+    # === The file ===
+    metadata: bool = field(True, help="write TFLite metadata (tokenizer vocabulary, labels, softmax output) into "
+                                      "model_int8.tflite for MediaPipe's TextClassifier and tfspeed predict")
 
     def __post_init__(self):
         for name in ("outlier_channels", "smooth"):  # Python's None is the command line's "none"

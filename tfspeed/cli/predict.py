@@ -1,0 +1,132 @@
+"""`tfspeed predict MODEL [TEXT ...] [--file FILE]`: classify raw text with a .tflite (its metadata holds the vocabulary
+and labels) or a model directory.
+
+Examples:
+
+    tfspeed predict model.tflite "A gripping film." "Two hours I will not get back."
+    tfspeed predict model.tflite --file reviews.csv --column review --json > predictions.jsonl
+    tfspeed predict plain.tflite --vocab vocab.txt --labels neg,pos "No metadata in this one."
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "predict", help="classify texts with a .tflite (metadata: tokenizer and labels inside) or a model directory",
+        description="Print the label and every label's probability for each text, one line per text (or a JSON "
+                    "object per line with --json). A .tflite exported with metadata needs no other file.")
+    p.add_argument("model", help=".tflite file (with metadata, or with --vocab and --labels) or tfspeed model "
+                                 "directory")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
+    p.add_argument("--file", default=None, help="read texts from FILE: one per line, or a column of a .csv / .tsv / "
+                                                ".jsonl file (--column)")
+    p.add_argument("--column", default="text", help="with a .csv / .tsv / .jsonl --file: the text column "
+                                                    "(default: text)")
+    p.add_argument("--encoding", default="utf-8", help="encoding of --file (default: utf-8)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line: text, label, score, "
+                                                      "probabilities, tokens, truncated")
+    p.add_argument("--vocab", default=None, help="vocab.txt, for a .tflite without metadata")
+    p.add_argument("--labels", default=None, help="label names (comma-separated, or a file with one per line), for a "
+                                                  ".tflite without metadata")
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
+    p.add_argument("--max-length", type=int, default=128, help="for a dynamic-length .tflite: the most tokens per "
+                                                               "text, [CLS] and [SEP] included (default: 128)")
+    p.set_defaults(func=run)
+    return p
+
+
+def _decode_error(path: Path, data: bytes, encoding: str, e: UnicodeDecodeError) -> ValueError:
+    line = data[:e.start].count(b"\n") + 1
+    return ValueError(f"{path}: line {line} is not valid {encoding} (byte 0x{data[e.start]:02x} at offset "
+                      f"{e.start}). Pass --encoding (e.g. --encoding latin-1) or convert the file to UTF-8.")
+
+
+def read_texts(path, column: str = "text", encoding: str = "utf-8") -> list:
+    """Texts from a file: a column of a .csv / .tsv / .jsonl file, else one text per line. Empty texts are refused
+    with their line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Expected a text file for `--file`. Received: {str(path)!r}, no such file.")
+    data = path.read_bytes()
+    try:
+        content = data.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise _decode_error(path, data, encoding, e) from None
+    except LookupError:
+        raise ValueError(f"Expected a Python codec name for `--encoding`. Received: {encoding!r}") from None
+    suffix = path.suffix.lower()
+    texts = []
+    if suffix in (".csv", ".tsv"):
+        reader = csv.DictReader(content.splitlines(), delimiter="\t" if suffix == ".tsv" else ",")
+        if column not in (reader.fieldnames or []):
+            raise ValueError(f"Expected a column {column!r} (--column) in {path}. Received columns: "
+                             f"{reader.fieldnames}")
+        for row in reader:
+            text = row.get(column)
+            if text is None or not text.strip():
+                raise ValueError(f"{path}: line {reader.line_num} has an empty {column!r} field.")
+            texts.append(text)
+    elif suffix == ".jsonl":
+        for n, line in enumerate(content.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: line {n} is not JSON ({e.msg}).") from None
+            text = row.get(column) if isinstance(row, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{path}: line {n} has no non-empty string {column!r} (--column).")
+            texts.append(text)
+    else:
+        lines = content.splitlines()
+        while lines and not lines[-1].strip():  # trailing blank lines
+            lines.pop()
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                raise ValueError(f"{path}: line {n} is empty (one text per line expected).")
+            texts.append(line)
+    if not texts:
+        raise ValueError(f"Expected at least one text in {path}. Received: an empty file.")
+    return texts
+
+
+def _line(p, text: str) -> str:
+    probs = " ".join(f"{name}={v:.4f}" for name, v in p.probabilities.items())
+    cut = " [truncated]" if p.truncated else ""
+    return f"{p.label}\t{p.score:.4f}\t{probs}\t{text}{cut}"
+
+
+def run(args) -> int:
+    from tfspeed.export.text_classifier import TextClassifier
+
+    if args.threads < 1:
+        raise ValueError(f"Expected a positive integer for `--threads`. Received: {args.threads}")
+    texts = list(args.texts)
+    if args.file:
+        texts += read_texts(args.file, args.column, args.encoding)
+    if not texts:
+        raise ValueError("Expected texts to classify: pass them as arguments or with --file FILE.")
+    for i, t in enumerate(texts):
+        if not t.strip():
+            raise ValueError(f"Expected non-empty texts. Received: text {i + 1} is empty.")
+    classifier = TextClassifier(args.model, vocab=args.vocab, labels=args.labels, num_threads=args.threads,
+                                max_length=args.max_length)
+    start = time.perf_counter()
+    predictions = classifier.classify(texts)
+    seconds = time.perf_counter() - start
+    for text, p in zip(texts, predictions):
+        print(json.dumps({"text": text, **p.to_dict()}) if args.json else _line(p, text))
+    truncated = sum(p.truncated for p in predictions)
+    print(f"{len(texts)} texts in {seconds:.2f} s ({len(texts) / seconds:.1f} texts/s, {args.threads} thread(s), "
+          f"tokenization included){f'; {truncated} truncated at {classifier.seq_length} tokens' if truncated else ''}",
+          file=sys.stderr)
+    return 0
