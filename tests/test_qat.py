@@ -610,6 +610,11 @@ def test_cli_writes_qat_model_tflite_and_metrics(float_model, vocab_file, sentim
     assert metrics["accuracy"] >= 0.9 and metrics["tflite_accuracy"] >= 0.9 and metrics["argmax_agreement"] >= 0.97
     assert metrics["int8_fraction"] == {"FULLY_CONNECTED": 1.0, "BATCH_MATMUL": 1.0}
     assert (out / "model_int8.tflite").read_bytes()[4:8] == b"TFL3"
+    from tfspeed.export import TextClassifier, read_metadata
+
+    assert read_metadata(out / "model_int8.tflite").labels == ("neg", "pos") and metrics["metadata_bytes"] > 0
+    good, bad = TextClassifier(out / "model_int8.tflite").classify(["the movie was great", "the plot was awful"])
+    assert (good.label, bad.label) == ("pos", "neg")  # the learnable toy task, on raw text through the int8 file
     loaded, info = artifacts.load_model_dir(out, scope=quantization.custom_objects())
     assert quantization.is_quantized(loaded) and info.stage == "qat" and info.seq_length == SEQ
     assert cli.main(argv) == 1 and "already exists" in capsys.readouterr().err

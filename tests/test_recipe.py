@@ -5,6 +5,7 @@ import json
 import pytest
 
 from tfspeed import cli
+from tfspeed.export import read_metadata
 from tfspeed.recipe import RecipeConfig
 from tfspeed.recipe.report import build, pick_combined
 from tfspeed.recipe.runner import Optimizer
@@ -89,6 +90,13 @@ def test_optimize_end_to_end_and_resume(tiny_teacher_dir, sentiment_csv, tmp_pat
     for a in report["artifacts"]:
         assert {"name", "path", "accuracy", "size_bytes", "gzip_bytes", "latency_ms_median"} <= set(a)
         assert 0.0 <= a["accuracy"] <= 1.0 and a["latency_ms_median"] > 0
+        if a["path"].endswith(".tflite"):  # every file runs on raw text: its own vocabulary and the labels inside
+            meta = read_metadata(a["path"])
+            source = out / a["name"].rsplit("-", 1)[0] if a["name"][:2].isdigit() else tiny_teacher_dir
+            assert list(meta.vocab) == (source / "vocab.txt").read_text().splitlines(), a["name"]
+            assert meta.labels == ("neg", "pos") and a["metadata_bytes"] > 0 and "SOFTMAX" in a["float_ops"]
+    trimmed = read_metadata(out / "export" / "01-vocab-dynamic.tflite").vocab
+    assert len(trimmed) < len(read_metadata(out / "export" / "teacher-dynamic.tflite").vocab)
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| artifact |" in (out / "report.md").read_text()
     capsys.readouterr()

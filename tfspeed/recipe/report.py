@@ -27,6 +27,7 @@ def build(config, records: list, profile: dict, seconds: float) -> dict:
             "gzip_ratio": base["gzip_bytes"] / r["gzip_bytes"],
             "accuracy_drop_points": 100.0 * (base["accuracy"] - r["accuracy"]),
             **({"budget": r["budget"]} if "budget" in r else {}),
+            **{k: r[k] for k in ("metadata_bytes", "float_ops") if k in r},
         })
     combined = pick_combined(artifacts)
     if combined is not None:
@@ -77,6 +78,16 @@ def markdown(report: dict) -> str:
                       f"smaller (gzip), {c['accuracy_drop_points']:.2f} points less accurate: it {ok} the targets "
                       f"(>= {TARGETS['speedup']:.0f}x, >= {TARGETS['gzip_ratio']:.0f}x, <= "
                       f"{TARGETS['max_accuracy_drop_points']:.0f} points)."]
+    files = [a for a in report["artifacts"] if "float_ops" in a]
+    if files:
+        lines += ["", "What each .tflite holds besides its weights: the TFLite metadata MediaPipe's TextClassifier and "
+                      "`tfspeed predict` read (vocabulary, labels, softmax output), and the op types it computes in "
+                      "float32 (what an integer-only accelerator could not run).", "",
+                  "| file | metadata kB | float32 op types |", "|---|---|---|"]
+        for a in files:
+            md = f"{a['metadata_bytes'] / 1e3:.1f}" if a.get("metadata_bytes") else "none"
+            ops = ", ".join(f"{k} x{v}" for k, v in a["float_ops"].items()) or "none"
+            lines.append(f"| {a['name']} | {md} | {ops} |")
     lines += ["", "![accuracy against latency](pareto.png)", ""]
     return "\n".join(lines)
 
