@@ -174,7 +174,7 @@ def export_within_budget(model, validation_split, max_drop: float = 0.01, calibr
                                                                   num_calibration_samples, vocab, seed)
     if conv.qat:  # a QAT model quantizes with its own ranges; int8-mixed does not apply
         cands = tuple(c for c in cands if c.mode != Mode.INT8_MIXED) or cands
-    ref = keras_logits(conv.keras_model, validation_split, conv.seq_length)
+    ref = keras_logits(conv.keras_model, validation_split, conv.eval_length)
     labels = np.asarray(validation_split.labels)
     baseline = float(np.mean(ref.argmax(-1) == labels))
     record = BudgetRecord(max_drop=max_drop, baseline_accuracy=baseline, order=order, latency_source=None,
@@ -206,7 +206,8 @@ def export_within_budget(model, validation_split, max_drop: float = 0.01, calibr
 
     from tfspeed.export.calibration import fit_features
 
-    row = {k: v[:1] for k, v in fit_features(validation_split.features, conv.seq_length, "validation_split").items()}
+    row = {k: v[:1] for k, v in fit_features(validation_split.features, conv.eval_length,
+                                             "validation_split").items()}
     if order == "measured":
         for c in cands:
             build(c)

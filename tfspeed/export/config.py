@@ -29,6 +29,18 @@ def _csv(text: str) -> tuple:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
+def _seq_length(text: str):
+    if text.strip().lower() == "dynamic":
+        return "dynamic"
+    try:
+        return int(text)
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"Received an invalid value for `seq_length`, expected a positive integer "
+                                         f"or 'dynamic'. Received: seq_length={text!r}") from None
+
+
 @dataclasses.dataclass
 class ExportConfig(StageConfig):
     """How a classifier becomes a .tflite file.
@@ -39,7 +51,8 @@ class ExportConfig(StageConfig):
         float_ops: TFLite op types kept float in int8-mixed. Defaults to `None` (`DEFAULT_FLOAT_OPS`).
         float_nodes: regular expressions on op output names kept float in int8-mixed. Defaults to `None`
             (`DEFAULT_FLOAT_NODES`: the attention softmax block with its mask).
-        seq_length: fixed sequence length of the file. Defaults to `None` (the model directory's, else 128).
+        seq_length: fixed sequence length of the file, or `"dynamic"`: inputs [1, -1] run at each text's own
+            length. Defaults to `None` (the model directory's, else 128).
         num_calibration_samples: training texts that calibrate int8. Defaults to `200`.
         max_drop: an accuracy budget (0.01 = one point): the fastest configuration within it on the validation split
             is chosen instead of `mode`. Defaults to `None` (no budget).
@@ -58,7 +71,9 @@ class ExportConfig(StageConfig):
     float_nodes: Optional[tuple] = field(None, parse=_csv, help="comma-separated regular expressions on op output "
                                          f"tensor names kept float in int8-mixed (default: "
                                          f"{','.join(DEFAULT_FLOAT_NODES)}: the attention softmax block with its mask)")
-    seq_length: Optional[int] = field(None, help="fixed sequence length (default: the model directory's)")
+    seq_length: Optional[object] = field(None, parse=_seq_length, metavar="N|dynamic",
+                                         help="fixed sequence length, or 'dynamic': inputs [1, -1] that run at each "
+                                              "text's own length (default: the model directory's)")
     num_calibration_samples: int = field(_cal.DEFAULT_NUM_SAMPLES, help="training texts used to calibrate int8")
     max_drop: Optional[float] = field(None, help="accuracy budget as a fraction (0.01 = 1 point): pick the fastest "
                                                  "configuration within it on the validation split, instead of --mode")
@@ -72,7 +87,7 @@ class ExportConfig(StageConfig):
                                       "MediaPipe's TextClassifier and tfspeed predict")
 
     def validate(self):
-        if self.seq_length is not None:
+        if self.seq_length is not None and self.seq_length != "dynamic":
             check_positive_int("seq_length", self.seq_length)
         check_positive_int("num_calibration_samples", self.num_calibration_samples)
         check_positive_int("threads", self.threads)

@@ -24,6 +24,8 @@ from tfspeed.export.modes import ALL_BUT_FC, INT8_KEPT_BY_WILDCARD, Candidate, M
 from tfspeed.models.bert import INPUT_NAMES
 
 DEFAULT_SEQ_LENGTH = 128
+# `seq_length=DYNAMIC`: token inputs of shape [1, -1] (`shape_signature`), run at each text's own length.
+DYNAMIC = "dynamic"
 _QAT_LAYERS = {"QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer"}
 _PRUNE_LAYERS = {"PruneLowMagnitude"}
 
@@ -79,8 +81,17 @@ def load_classifier(model):
                      f"Received: model of type {type(model).__name__}")
 
 
-def resolve_seq_length(model, seq_length: Optional[int], info=None) -> int:
-    """`seq_length` if given, else the model directory's, else the model's static input length, else 128."""
+def max_positions(model) -> Optional[int]:
+    """Rows of the model's position table (the longest input it can take), `None` if it has no visible one."""
+    from tfspeed.models.layers import PositionEmbedding
+
+    found = [layer.max_positions for layer in _all_layers(model) if isinstance(layer, PositionEmbedding)]
+    return found[0] if found else None
+
+
+def resolve_seq_length(model, seq_length, info=None):
+    """`seq_length` if given, else the model directory's, else the model's static input length, else 128.
+    `"dynamic"` passes through (after checking that the model's inputs are not fixed)."""
     static = None
     try:
         inputs = model.input if isinstance(model.input, dict) else dict(zip(INPUT_NAMES, model.inputs))
@@ -88,11 +99,20 @@ def resolve_seq_length(model, seq_length: Optional[int], info=None) -> int:
         static = dims.pop() if len(dims) == 1 else None
     except (AttributeError, TypeError, ValueError):
         pass
+    if seq_length == DYNAMIC:
+        if static is not None:
+            raise ValueError(f"Received an invalid value for `seq_length`: the model's inputs are fixed at {static} "
+                             f"tokens, it cannot take any length. Received: seq_length={seq_length!r}")
+        return DYNAMIC
     if seq_length is None:
         seq_length = info.seq_length if info is not None else static or DEFAULT_SEQ_LENGTH
     if not isinstance(seq_length, int) or isinstance(seq_length, bool) or seq_length < 1:
-        raise ValueError(f"Received an invalid value for `seq_length`, expected a positive integer. "
+        raise ValueError(f"Received an invalid value for `seq_length`, expected a positive integer or 'dynamic'. "
                          f"Received: seq_length={seq_length!r}")
+    positions = max_positions(model)
+    if positions is not None and seq_length > positions:
+        raise ValueError(f"Received an invalid value for `seq_length`: the model has {positions} positions. "
+                         f"Received: seq_length={seq_length}. Pass at most {positions}, or 'dynamic'.")
     if static is not None and static != seq_length:
         raise ValueError(f"Received an invalid value for `seq_length`: the model's inputs are fixed at {static} "
                          "tokens. "
@@ -109,12 +129,20 @@ def prepare_model(model):
     return model
 
 
-def serving_function(model, seq_length: int):
-    """The concrete function converted: `serving_default(input_word_ids, input_mask, input_type_ids)` -> `logits`."""
-    specs = [tf.TensorSpec([1, seq_length], tf.int32, name=name) for name in INPUT_NAMES]
+def serving_function(model, seq_length):
+    """The concrete function converted: `serving_default(input_word_ids, input_mask, input_type_ids)` -> `logits`.
+
+    With `seq_length="dynamic"` the inputs are [1, None] and the graph keeps at most the model's positions (a longer
+    input is cut, as a tokenizer would, instead of indexing past the position table)."""
+    dynamic = seq_length == DYNAMIC
+    specs = [tf.TensorSpec([1, None if dynamic else seq_length], tf.int32, name=name) for name in INPUT_NAMES]
+    limit = max_positions(model) if dynamic else None
 
     @tf.function(input_signature=specs)
     def serving_default(input_word_ids, input_mask, input_type_ids):
+        if limit is not None:
+            input_word_ids, input_mask, input_type_ids = (t[:, :limit] for t in (input_word_ids, input_mask,
+                                                                                 input_type_ids))
         out = model({"input_word_ids": input_word_ids, "input_mask": input_mask, "input_type_ids": input_type_ids},
                     training=False)
         if isinstance(out, dict):
@@ -177,6 +205,21 @@ class Converter:
         self._cache = {}
 
     @property
+    def dynamic(self) -> bool:
+        """True when the file's length is dynamic ([1, -1] inputs)."""
+        return self.seq_length == DYNAMIC
+
+    @property
+    def eval_length(self) -> int:
+        """The length text is tokenized to for evaluation and calibration: the fixed length, or for a dynamic file
+        the model directory's (else the model's positions, at most 128)."""
+        if not self.dynamic:
+            return self.seq_length
+        if self.info is not None and self.info.seq_length:
+            return int(self.info.seq_length)
+        return min(DEFAULT_SEQ_LENGTH, max_positions(self.keras_model) or DEFAULT_SEQ_LENGTH)
+
+    @property
     def function(self):
         if self._fn is None:
             self._fn = serving_function(self._model, self.seq_length)
@@ -194,7 +237,7 @@ class Converter:
             if callable(self.calibration) and not isinstance(self.calibration, (str, dict, list, tuple)):
                 raise ValueError("Received an invalid value for `calibration`: pass the data itself (texts, an "
                                  "EncodedSplit or a dict of int32 arrays), not a generator function.")
-            self._features = _cal.calibration_features(self.calibration, self.seq_length,
+            self._features = _cal.calibration_features(self.calibration, self.eval_length,
                                                        self.num_calibration_samples, self.vocab, self.seed)
         return self._features
 
@@ -274,8 +317,10 @@ def convert(model, mode="dynamic", seq_length: Optional[int] = None, calibration
             are stripped on a copy), distilled and QAT models all work.
         mode: a `Mode` or its string: `"float32"`, `"float16"`, `"dynamic"`, `"int8"`, `"int8-mixed"`.
             Defaults to `"dynamic"`.
-        seq_length: the fixed sequence length of the signature (batch is fixed at 1). Defaults to the model
-            directory's, else the model's static input length, else `128`.
+        seq_length: the fixed sequence length of the signature (batch is fixed at 1), or `"dynamic"`: inputs of
+            shape [1, -1] that run at each text's own length (a short text costs a short run); the graph keeps at most
+            the model's positions. Defaults to the model directory's, else the model's static input length, else
+            `128`.
         calibration: the data full int8 calibrates on, not needed for other modes nor for QAT models: texts, a
             dataset name (`"rotten_tomatoes"`: its training split), a `TextDataset`, an `EncodedSplit`, or a dict of
             int32 token-id arrays. Defaults to `None`.

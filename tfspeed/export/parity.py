@@ -21,6 +21,9 @@ class TFLiteClassifier:
     `logits`: they differ from the logits by a constant per row, so argmax and accuracy are the same;
     `probabilities(features)` gives the output itself.
 
+    A dynamic-length file (inputs [1, -1]) runs each row at its own length (the mask's count of real tokens):
+    `seq_length` is then `None` and rows of any padded length are accepted.
+
     Args:
         tflite: .tflite bytes or path.
         num_threads: interpreter threads. Defaults to `1`.
@@ -49,16 +52,28 @@ class TFLiteClassifier:
                 index = matches[0]
             self.inputs[name] = index
         by_index = {d["index"]: d for d in details.values()}
-        shapes = {tuple(by_index[i]["shape"]) for i in self.inputs.values()}
+        shapes = {tuple(by_index[i]["shape_signature"]) for i in self.inputs.values()}
         if len(shapes) != 1 or len(next(iter(shapes))) != 2 or next(iter(shapes))[0] != 1:
-            raise ValueError(f"Expected fixed [1, seq_length] inputs in the .tflite. Received shapes: {sorted(shapes)}")
-        self.seq_length = int(next(iter(shapes))[1])
+            raise ValueError(f"Expected [1, seq_length] or [1, -1] inputs in the .tflite. Received shapes: "
+                             f"{sorted(shapes)}")
+        length = int(next(iter(shapes))[1])
+        self.dynamic = length == -1
+        self.seq_length = None if self.dynamic else length
+        self._length = int(by_index[self.inputs[INPUT_NAMES[0]]]["shape"][1])
         outputs = sig["outputs"] if sig else {}
         self.returns_probabilities = "probability" in outputs and "logits" not in outputs
         out = outputs.get("logits", outputs.get("probability"))
         self.output = out if out is not None else self.interpreter.get_output_details()[0]["index"]
 
     def __call__(self, row: dict) -> np.ndarray:
+        if self.dynamic:
+            n = max(1, int(np.asarray(row["input_mask"]).sum()))
+            row = {k: np.asarray(v)[:, :n] for k, v in row.items()}
+            if n != self._length:
+                for index in self.inputs.values():
+                    self.interpreter.resize_tensor_input(index, [1, n], strict=True)
+                self.interpreter.allocate_tensors()
+                self._length = n
         for name, index in self.inputs.items():
             self.interpreter.set_tensor(index, row[name])
         self.interpreter.invoke()
@@ -66,7 +81,7 @@ class TFLiteClassifier:
 
     def outputs(self, features: dict) -> np.ndarray:
         """The file's output for every row, as it computes it (logits, or probabilities with metadata)."""
-        feats = fit_features(features, self.seq_length, argument="split")
+        feats = features if self.dynamic else fit_features(features, self.seq_length, argument="split")
         n = len(feats[INPUT_NAMES[0]])
         return np.stack([self({k: v[i:i + 1] for k, v in feats.items()}) for i in range(n)])
 
@@ -143,9 +158,10 @@ def parity_report(tflite, keras_model, split, num_threads: int = 1, keras_logits
 
     runner = TFLiteClassifier(tflite, num_threads)
     lite = runner.logits(split.features)
+    length = runner.seq_length or split.features[INPUT_NAMES[0]].shape[1]  # a dynamic file: the split's padding
     if keras_logits_ is None:
         model, _ = load_classifier(keras_model)
-        keras_logits_ = keras_logits(model, split, runner.seq_length)
+        keras_logits_ = keras_logits(model, split, length)
     keras_logits_ = np.asarray(keras_logits_)
     if runner.returns_probabilities:  # compare log-probabilities with log-probabilities
         keras_logits_ = np.log(np.maximum(softmax(keras_logits_), np.finfo(np.float32).tiny))
@@ -154,7 +170,8 @@ def parity_report(tflite, keras_model, split, num_threads: int = 1, keras_logits
     labels = np.asarray(split.labels)
     diff = np.abs(lite.astype(np.float64) - keras_logits_.astype(np.float64))
     hist = _ops.op_histogram(runner.data)
-    report = {"format_version": REPORT_VERSION, "name": name, "seq_length": runner.seq_length,
+    report = {"format_version": REPORT_VERSION, "name": name,
+              "seq_length": "dynamic" if runner.dynamic else runner.seq_length,
               "num_examples": int(len(labels)),
               "accuracy": float(np.mean(lite.argmax(-1) == labels)),
               "keras_accuracy": float(np.mean(keras_logits_.argmax(-1) == labels)),
@@ -163,7 +180,7 @@ def parity_report(tflite, keras_model, split, num_threads: int = 1, keras_logits
               **_ops.sizes(runner.data), "op_histogram": hist, "fell_back": _ops.fell_back(hist)}
     report["accuracy_drop"] = report["keras_accuracy"] - report["accuracy"]
     if latency_runs:
-        row = {k: v[:1] for k, v in fit_features(split.features, runner.seq_length, "split").items()}
+        row = {k: v[:1] for k, v in fit_features(split.features, length, "split").items()}
         report["latency_ms"] = runner.median_latency_ms(row, runs=latency_runs)
     return report
 

@@ -30,7 +30,7 @@ def run(source, config: ExportConfig, out, ctx: StageContext, report: Optional[P
     converter = Converter(source, config.seq_length or ctx.seq_length, None, config.num_calibration_samples)
     dataset = ctx.dataset
     converter.calibration = dataset  # int8 calibrates on its training split
-    tokenizer = Tokenizer(converter.vocab, seq_length=converter.seq_length)
+    tokenizer = Tokenizer(converter.vocab, seq_length=converter.eval_length)
     record = None
     if config.max_drop is not None:
         validation = EncodedSplit.from_split(dataset.validation, tokenizer, ctx.eval_limit)

@@ -1,0 +1,98 @@
+"""Variable-length .tflite files (`seq_length="dynamic"`): inputs [1, -1], each text run at its own length, the same
+predictions as the padded file, in every mode; MediaPipe and `TextClassifier` run them; lengths past the positions are
+cut in the graph, not a crash."""
+
+import numpy as np
+import pytest
+
+from tfspeed.cli import main
+from tfspeed.compat import keras
+from tfspeed.export import TextClassifier, convert
+from tfspeed.export.parity import TFLiteClassifier
+from tfspeed.models import build_classifier
+
+POSITIONS = 24
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_config, vocab_file):
+    from tfspeed.artifacts import ModelInfo, save_model_dir
+
+    keras.utils.set_random_seed(11)
+    model = build_classifier(tiny_config.replace(max_positions=POSITIONS, dropout=0.0), num_classes=3)
+    dense = model.layers[-1]
+    dense.set_weights([w * 30.0 for w in dense.get_weights()])
+    out = tmp_path_factory.mktemp("dyn") / "tiny"
+    save_model_dir(model, out, ModelInfo(seq_length=16, label_names=["a", "b", "c"], base="random", stage="test",
+                                         vocab_path=str(vocab_file)))
+    return out
+
+
+def _rows(n=12, length=16, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, 120, size=(n, length)).astype(np.int32)
+    lengths = rng.integers(3, length + 1, size=n)
+    mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
+    ids[:, 0] = 2
+    return {"input_word_ids": ids * mask, "input_mask": mask, "input_type_ids": np.zeros_like(ids)}
+
+
+CALIBRATION = _rows(16, 16, seed=1)
+
+
+@pytest.mark.parametrize("mode", ["float32", "float16", "dynamic", "int8", "int8-mixed"])
+def test_dynamic_file_gives_the_padded_files_predictions(model_dir, mode):
+    padded = convert(model_dir, mode, seq_length=16, calibration=CALIBRATION, metadata=False)
+    dynamic = convert(model_dir, mode, seq_length="dynamic", calibration=CALIBRATION, metadata=False)
+    runner = TFLiteClassifier(dynamic)
+    assert runner.dynamic and runner.seq_length is None
+    rows = _rows()
+    a, b = TFLiteClassifier(padded).logits(rows), runner.logits(rows)
+    assert (a.argmax(-1) == b.argmax(-1)).all()
+    # float modes: the padded positions are masked out, so only rounding differs; int8: ranges calibrated once
+    atol = {"float32": 1e-4, "float16": 2e-2, "dynamic": 5e-2}.get(mode, 0.3)
+    np.testing.assert_allclose(b, a, atol=atol)
+    if mode.startswith("int8"):  # the sequence axis being dynamic keeps the dense layers int8 (a dynamic batch does not)
+        from tfspeed.export.ops import op_histogram
+
+        assert op_histogram(dynamic)["int8"]["FULLY_CONNECTED"] == op_histogram(padded)["int8"]["FULLY_CONNECTED"]
+
+
+def test_a_text_longer_than_the_positions_is_cut_not_a_crash(model_dir):
+    data = convert(model_dir, "dynamic", seq_length="dynamic", metadata=False)
+    runner = TFLiteClassifier(data)
+    long_rows = _rows(2, POSITIONS + 10, seed=3)
+    long_rows["input_mask"][:] = 1
+    cut = {k: v[:, :POSITIONS] for k, v in long_rows.items()}
+    np.testing.assert_allclose(runner.logits(long_rows), runner.logits(cut), atol=1e-6)
+
+
+def test_mediapipe_and_text_classifier_run_the_dynamic_file(model_dir, tmp_path):
+    text = pytest.importorskip("mediapipe.tasks.python.text")
+    path = tmp_path / "dyn.tflite"
+    path.write_bytes(convert(model_dir, "dynamic", seq_length="dynamic"))
+    texts = ["good", "the movie was very good , not awful", "w1 w2 w3 " * 3]
+    ours = TextClassifier(path, max_length=16).classify(texts)
+    padded = TextClassifier(convert(model_dir, "dynamic", seq_length=16)).classify(texts)
+    classifier = text.TextClassifier.create_from_model_path(str(path))
+    try:
+        for sentence, mine, fixed in zip(texts, ours, padded):
+            theirs = {c.category_name: c.score for c in classifier.classify(sentence).classifications[0].categories}
+            assert mine.label == fixed.label == max(theirs, key=theirs.get)
+            for label, p in mine.probabilities.items():
+                assert theirs[label] == pytest.approx(p, abs=1e-5)
+    finally:
+        classifier.close()
+
+
+def test_cli_exports_a_dynamic_file_and_refuses_lengths_past_the_positions(model_dir, tmp_path, capsys):
+    out = tmp_path / "d.tflite"
+    assert main(["export", str(model_dir), "--seq-length", "dynamic", "--out", str(out), "--eval-split", "none"]) == 0
+    assert TFLiteClassifier(out).dynamic
+    assert main(["export", str(model_dir), "--seq-length", "64", "--out", str(tmp_path / "x.tflite"),
+                 "--eval-split", "none"]) == 1
+    err = capsys.readouterr().err
+    assert f"the model has {POSITIONS} positions" in err and "Received: seq_length=64" in err
+    with pytest.raises(SystemExit):
+        main(["export", str(model_dir), "--seq-length", "long", "--out", str(tmp_path / "y.tflite")])
+    assert "expected a positive integer or 'dynamic'" in capsys.readouterr().err
