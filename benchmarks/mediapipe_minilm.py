@@ -17,7 +17,6 @@ benchmarks/results/mediapipe_minilm.json.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile

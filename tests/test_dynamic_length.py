@@ -52,7 +52,7 @@ def test_dynamic_file_gives_the_padded_files_predictions(model_dir, mode):
     # float modes: the padded positions are masked out, so only rounding differs; int8: ranges calibrated once
     atol = {"float32": 1e-4, "float16": 2e-2, "dynamic": 5e-2}.get(mode, 0.3)
     np.testing.assert_allclose(b, a, atol=atol)
-    if mode.startswith("int8"):  # the sequence axis being dynamic keeps the dense layers int8 (a dynamic batch does not)
+    if mode.startswith("int8"):  # a dynamic sequence axis keeps the dense layers int8 (a dynamic batch does not)
         from tfspeed.export.ops import op_histogram
 
         assert op_histogram(dynamic)["int8"]["FULLY_CONNECTED"] == op_histogram(padded)["int8"]["FULLY_CONNECTED"]
