@@ -96,3 +96,51 @@ def test_cli_exports_a_dynamic_file_and_refuses_lengths_past_the_positions(model
     with pytest.raises(SystemExit):
         main(["export", str(model_dir), "--seq-length", "long", "--out", str(tmp_path / "y.tflite")])
     assert "expected a positive integer or 'dynamic'" in capsys.readouterr().err
+
+
+def _hf_named_file(model_dir, length):
+    """A peer's naming: the same model behind `input_ids`, `attention_mask`, `token_type_ids`."""
+    from tfspeed import artifacts
+    from tfspeed.compat import tf
+
+    model, _ = artifacts.load_model_dir(model_dir)
+    specs = [tf.TensorSpec([1, length], tf.int32, name=n) for n in ("input_ids", "attention_mask", "token_type_ids")]
+
+    @tf.function(input_signature=specs)
+    def serving_default(input_ids, attention_mask, token_type_ids):
+        return {"logits": model({"input_word_ids": input_ids, "input_mask": attention_mask,
+                                 "input_type_ids": token_type_ids}, training=False)}
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serving_default.get_concrete_function()], model)
+    return converter.convert()
+
+
+def test_latency_on_real_texts_each_at_its_own_length(model_dir, vocab_file, tmp_path, capsys):
+    from tfspeed.export.latency import format_texts_report, profile_texts
+
+    padded, dynamic, peer = tmp_path / "padded.tflite", tmp_path / "dynamic.tflite", tmp_path / "peer.tflite"
+    padded.write_bytes(convert(model_dir, "dynamic", seq_length=16))
+    dynamic.write_bytes(convert(model_dir, "dynamic", seq_length="dynamic"))
+    peer.write_bytes(_hf_named_file(model_dir, 16))
+    texts = ["good", "the movie was very good", "not great , not awful . the plot is unable", "w1 " * 30]
+    result = profile_texts([padded, dynamic, peer], texts, vocab=vocab_file, max_length=16, warmup=2)
+    by_name = {r["name"]: r for r in result["models"]}
+    assert by_name["padded.tflite"]["length"] == 16 and by_name["dynamic.tflite"]["length"] == "dynamic"
+    assert by_name["dynamic.tflite"]["mean_length_run"] < 16 and by_name["dynamic.tflite"]["truncated"] == 1
+    assert result["token_lengths"]["max"] == 32 and result["token_lengths"]["p50"] < 16  # [CLS] + 30 + [SEP]
+    assert result["argmax_agreement"] == [1.0, 1.0, 1.0]  # same predictions, whatever the length or the input names
+    assert all(r["latency_ms"]["n"] == 4 and r["tokens_per_second"] > 0 for r in result["models"])
+    assert "| dynamic.tflite | own (dynamic) |" in format_texts_report(result)
+
+    listing = tmp_path / "texts.txt"
+    listing.write_text("\n".join(texts) + "\n")
+    out = tmp_path / "p.json"
+    assert main(["profile", str(padded), str(dynamic), "--texts", str(listing), "--vocab", str(vocab_file),
+                 "--max-length", "16", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "padded.tflite has a fixed length: every text was padded (or cut) to 16 tokens" in printed
+    import json
+
+    assert json.loads(out.read_text())["num_texts"] == 4
+    assert main(["profile", str(padded), "--texts", str(listing), "--text", "x", "--vocab", str(vocab_file)]) == 1
+    assert "does not combine" in capsys.readouterr().err

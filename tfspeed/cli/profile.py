@@ -38,7 +38,16 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--inputs", metavar="FILE.npz", help="real inputs, one array per input name")
     p.add_argument("--text", action="append", metavar="TEXT",
                    help="real text through a WordPiece tokenizer (repeat for a batch); needs --vocab")
-    p.add_argument("--vocab", metavar="VOCAB.txt", help="WordPiece vocabulary for --text")
+    p.add_argument("--vocab", metavar="VOCAB.txt", help="WordPiece vocabulary for --text (and --texts, for models "
+                                                         "without metadata)")
+    p.add_argument("--texts", metavar="FILE|DATASET:SPLIT",
+                   help="latency on real texts, each fed at its own length to a dynamic-length .tflite (padded to a "
+                        "fixed file's length): one text per line, a .csv/.tsv/.jsonl column (--column), or e.g. "
+                        "rotten_tomatoes:test; reports mean/median/p90/p99 over the texts and tokens per second")
+    p.add_argument("--column", default="text", help="with a .csv/.tsv/.jsonl --texts file: the text column")
+    p.add_argument("--max-length", type=int, default=128,
+                   help="with --texts: the most tokens a dynamic-length file gets, [CLS]/[SEP] included "
+                        "(default: 128)")
     p.add_argument("--shape", type=_shape, action="append", metavar="NAME=D1,D2",
                    help="shape of a dynamic input, e.g. input_word_ids=1,128 (repeatable)")
     p.add_argument("--no-isolate", dest="isolate", action="store_false",
@@ -65,6 +74,8 @@ def run(args) -> int:
             raise ProfileError("`--text` needs `--vocab VOCAB.txt` (a WordPiece vocabulary). Received: vocab=None")
         baseline = int(args.baseline) if str(args.baseline).isdigit() else args.baseline
         config = ProfileConfig.from_args(args)
+        if args.texts:
+            return _run_texts(args, config, baseline)
         result = profile_models(
             args.models, baseline=baseline, config=config, inputs=args.inputs, shapes=dict(args.shape or []),
             text=args.text, vocab=args.vocab, progress=False if args.progress is False else None)
@@ -81,4 +92,37 @@ def run(args) -> int:
     except (ProfileError, FileExistsError, OSError) as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _run_texts(args, config, baseline) -> int:
+    from tfspeed import _io
+    from tfspeed.export.latency import format_texts_report, load_texts, profile_texts
+
+    if args.text or args.inputs or args.shape:
+        raise ProfileError("`--texts` feeds each model its own tokens: it does not combine with --text, --inputs or "
+                           "--shape.")
+    if args.max_length < 3:
+        raise ProfileError(f"Expected an integer >= 3 for `--max-length`. Received: {args.max_length}")
+    names = [str(m) for m in args.models]
+    index = baseline if isinstance(baseline, int) else next(
+        (i for i, m in enumerate(names) if m == baseline or m.endswith("/" + baseline)), None)
+    if index is None or index >= len(names):
+        raise ProfileError(f"Expected --baseline to name one of the models or its index. Received: {args.baseline}")
+    texts = load_texts(args.texts, args.column)
+    threads = config.threads[0]
+    result = profile_texts(args.models, texts, vocab=args.vocab, threads=threads,
+                           xnnpack=config.xnnpack.value != "off", max_length=args.max_length, baseline=index,
+                           log=print if args.progress is not False else None)
+    report = format_texts_report(result)
+    print(report)
+    for r in result["models"]:
+        if r["padded"]:
+            print(f"note: {r['name']} has a fixed length: every text was padded (or cut) to {r['length']} tokens")
+    if args.json:
+        _io.write_json(args.json, result, overwrite=args.overwrite, argument="json")
+        print(f"wrote {args.json}")
+    if args.markdown:
+        _io.write_text(args.markdown, report + "\n", overwrite=args.overwrite, argument="markdown")
+        print(f"wrote {args.markdown}")
     return 0

@@ -1,0 +1,219 @@
+"""Latency on real texts: each text fed at its own length to a dynamic-length file, padded to a fixed file's length,
+models interleaved text by text.
+
+`profile_texts(models, texts)` is what a user sees on their own inputs, where `tfspeed profile`'s default (random
+ids at a fixed length) is what a padded benchmark sees. Each model tokenizes the texts with its own vocabulary (the
+one in its metadata, or `vocab`): a dynamic-length .tflite (inputs [1, -1]) runs `[CLS] text [SEP]` at that length (at
+most `max_length` tokens: longer texts are cut and counted); a fixed-length one pads or cuts to its length (and says
+so); a TF SavedModel or Keras model with a fixed signature likewise. Inputs are matched by role, so files that name
+them as Hugging Face does (`input_ids`, `attention_mask`, `token_type_ids`) run beside tfspeed's.
+
+Timed per text: setting the inputs (with the resize and re-allocation a new length needs) and the invoke, which is
+what an app pays per text. Reported per model: mean, median, p90, p99 and max over the texts, tokens per second (real
+tokens, padding excluded), the length each text ran at, and, for .tflite files, the predicted class per text (to
+check that a dynamic file predicts what the padded one does).
+
+Example:
+
+```python
+from tfspeed.export.latency import profile_texts, load_texts
+
+texts = load_texts("rotten_tomatoes:test")
+result = profile_texts(["model_dynamic_len.tflite", "model_128.tflite"], texts, threads=1)
+print(result["models"][0]["latency_ms"]["mean"], result["ratios"]["mean"])
+```
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from tfspeed.profile.runners import Format, TFLiteRunner, make_runner
+from tfspeed.profile.stats import summarize
+
+ROLES = {
+    "ids": ("input_word_ids", "input_ids", "ids"),
+    "mask": ("input_mask", "attention_mask", "mask"),
+    "segments": ("input_type_ids", "token_type_ids", "segment_ids"),
+}
+
+
+def load_texts(source, column: str = "text", encoding: str = "utf-8") -> list:
+    """Texts from `DATASET:SPLIT` (e.g. `rotten_tomatoes:test`, or `reviews.csv:test`) or a file (one text per
+    line, or a column of a .csv / .tsv / .jsonl file)."""
+    from tfspeed.data import load_dataset
+    from tfspeed.data.texts import read_texts
+
+    source = str(source)
+    name, _, split = source.rpartition(":")
+    if name and split in ("train", "validation", "test"):
+        return list(load_dataset(name).split(split).texts)
+    return read_texts(source, column, encoding)
+
+
+def _role(name: str) -> Optional[str]:
+    lowered = name.lower()
+    for role, names in ROLES.items():  # exact names first
+        if lowered in names:
+            return role
+    for role in ("segments", "mask", "ids"):  # then as part of a longer name ("serving_default_input_type_ids:0")
+        if any(n in lowered for n in ROLES[role][:2]):
+            return role
+    return None
+
+
+def _vocab_of(model, vocab):
+    if vocab is not None:
+        return vocab
+    if isinstance(model, (str, Path)) and Path(model).suffix == ".tflite":
+        from tfspeed.export.metadata import read_metadata
+
+        meta = read_metadata(model)
+        if meta is not None:
+            return list(meta.vocab)
+    path = Path(str(model))
+    for candidate in (path / "vocab.txt", path.parent / "vocab.txt", path.parent.parent / "vocab.txt"):
+        if candidate.is_file():
+            return candidate
+    raise ValueError(f"Expected a .tflite with metadata, a model directory with a vocab.txt, or `vocab` to tokenize "
+                     f"the texts for {str(model)!r}. Received: none of them.")
+
+
+class _Model:
+    """One model, its inputs by role, and its tokenized texts."""
+
+    def __init__(self, model, name, vocab, threads, xnnpack, max_length, pad_length, texts):
+        from tfspeed.data import Tokenizer
+
+        self.runner = make_runner(model, threads=threads, xnnpack=xnnpack, name=name, isolate=False)
+        self.runner.open()
+        specs = self.runner.specs()
+        self.names = {}
+        for spec in specs:
+            role = _role(spec.name)
+            if role is None or role in self.names:
+                raise ValueError(f"Expected the inputs of a BERT classifier (ids, mask, segment ids) in {name}. "
+                                 f"Received inputs: {[s.name for s in specs]}")
+            self.names[role] = spec.name
+        if set(self.names) != set(ROLES):
+            raise ValueError(f"Expected ids, mask and segment-id inputs in {name}. Received: "
+                             f"{[s.name for s in specs]}")
+        length = specs[0].shape[1] if len(specs[0].shape) == 2 else -1
+        self.dynamic = length is None or length < 0
+        self.length = max_length if self.dynamic else int(length)
+        if self.dynamic and not isinstance(self.runner, TFLiteRunner):
+            self.length = pad_length  # a Keras model with a None axis: fed padded, as TF serving would be
+            self.dynamic = False
+        tokenizer = Tokenizer(_vocab_of(model, vocab), seq_length=self.length)
+        self.features = tokenizer.encode(texts)
+        from tfspeed.compat import tf
+
+        self.token_counts = tokenizer.tokenize(tf.constant(texts, tf.string)).row_lengths().numpy()
+        self.truncated = int((self.token_counts > self.length - 2).sum())
+        self.lengths = self.features["input_mask"].sum(1).astype(int)
+
+    def feed(self, i: int) -> dict:
+        n = self.lengths[i] if self.dynamic else self.length
+        f = self.features
+        return {self.names["ids"]: f["input_word_ids"][i:i + 1, :n], self.names["mask"]: f["input_mask"][i:i + 1, :n],
+                self.names["segments"]: f["input_type_ids"][i:i + 1, :n]}
+
+    def output(self):
+        if not isinstance(self.runner, TFLiteRunner):
+            return None
+        it = self.runner.interpreter
+        return it.get_tensor(it.get_output_details()[0]["index"])[0]
+
+
+def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequence[str]] = None, vocab=None,
+                  threads: int = 1, xnnpack: bool = True, max_length: int = 128, pad_length: int = 128,
+                  warmup: int = 10, baseline: int = 0, log=None) -> dict:
+    """Latency of each model over `texts`, each text at the length the model takes it, interleaved.
+
+    Args:
+        models: .tflite paths (or bytes), SavedModel directories, .keras files or tf_keras models.
+        texts: the texts (non-empty strings).
+        names: display names. Defaults to the file names.
+        vocab: WordPiece vocabulary for models without metadata. Defaults to each model's own.
+        threads: interpreter threads. Defaults to `1`.
+        xnnpack: LiteRT's default delegate. Defaults to `True`.
+        max_length: the most tokens a dynamic-length file gets, [CLS] and [SEP] included. Defaults to `128`.
+        pad_length: the length of models whose length is neither fixed nor a .tflite's. Defaults to `128`.
+        warmup: texts run untimed first, per model. Defaults to `10`.
+        baseline: index of the model the ratios are against. Defaults to `0`.
+        log: a print-like function for progress. Defaults to `None`.
+
+    Returns:
+        `{"num_texts", "token_lengths": {mean, p50, p90, p99, max}, "models": [...], "ratios": {stat: [...]},
+        "argmax_agreement": [...] (each .tflite's predictions against the baseline's)}`.
+    """
+    from tfspeed.export.text_classifier import check_texts
+
+    texts = check_texts(texts)
+    if not texts:
+        raise ValueError("Expected at least one text to profile. Received: texts=[]")
+    names = list(names) if names else [Path(str(m)).name if isinstance(m, (str, Path)) else f"model{i}"
+                                      for i, m in enumerate(models)]
+    loaded = [_Model(m, n, vocab, threads, xnnpack, max_length, pad_length, texts) for m, n in zip(models, names)]
+    n = len(texts)
+    seconds = np.zeros((len(loaded), n))
+    predictions = [np.full(n, -1) for _ in loaded]
+    order = list(range(min(warmup, n))) + list(range(n))
+    for step, i in enumerate(order):
+        timed = step >= min(warmup, n)
+        for k, m in enumerate(loaded):
+            feed = m.feed(i)
+            start = time.perf_counter()
+            m.runner.allocate(feed)
+            m.runner.invoke()
+            elapsed = time.perf_counter() - start
+            if timed:
+                seconds[k, i] = elapsed
+                out = m.output()
+                if out is not None:
+                    predictions[k][i] = int(np.argmax(out))
+        if log and timed and (i + 1) % 250 == 0:
+            log(f"  {i + 1}/{n} texts")
+    counts = loaded[0].token_counts + 2
+    results = []
+    for k, m in enumerate(loaded):
+        real = m.lengths.sum()
+        results.append({
+            "name": names[k], "path": str(models[k]) if isinstance(models[k], (str, Path)) else None,
+            "format": m.runner.format.value if isinstance(m.runner.format, Format) else str(m.runner.format),
+            "length": "dynamic" if m.dynamic else m.length, "padded": not m.dynamic,
+            "latency_ms": summarize(seconds[k]), "tokens_per_second": float(real / seconds[k].sum()),
+            "texts_per_second": float(n / seconds[k].sum()), "truncated": m.truncated,
+            "mean_length_run": float(m.lengths.mean() if m.dynamic else m.length),
+        })
+    base = results[baseline]["latency_ms"]
+    ratios = {stat: [r["latency_ms"][stat] / base[stat] for r in results] for stat in ("mean", "median", "p90")}
+    agreement = [float(np.mean(p == predictions[baseline])) if (p >= 0).all() and (predictions[baseline] >= 0).all()
+                 else None for p in predictions]
+    return {"num_texts": n, "threads": threads, "max_length": max_length,
+            "token_lengths": {"mean": float(counts.mean()), "p50": float(np.percentile(counts, 50)),
+                              "p90": float(np.percentile(counts, 90)), "p99": float(np.percentile(counts, 99)),
+                              "max": int(counts.max())},
+            "models": results, "baseline": names[baseline], "ratios": ratios, "argmax_agreement": agreement}
+
+
+def format_texts_report(result: dict) -> str:
+    """A profile_texts result as a Markdown table."""
+    t = result["token_lengths"]
+    lines = [f"Latency over {result['num_texts']} texts, each at the length the model takes it; "
+             f"{result['threads']} thread(s). Tokens per text ([CLS] and [SEP] included): mean {t['mean']:.1f}, "
+             f"p50 {t['p50']:.0f}, p90 {t['p90']:.0f}, p99 {t['p99']:.0f}, max {t['max']}.", "",
+             "| model | length | mean ms | median ms | p90 ms | p99 ms | tokens/s | x baseline (mean) | agreement "
+             "| cut |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r, ratio, agree in zip(result["models"], result["ratios"]["mean"], result["argmax_agreement"]):
+        lat = r["latency_ms"]
+        length = "own (dynamic)" if r["length"] == "dynamic" else f"padded to {r['length']}"
+        lines.append(f"| {r['name']} | {length} | {lat['mean']:.2f} | {lat['median']:.2f} | {lat['p90']:.2f} | "
+                     f"{lat['p99']:.2f} | {r['tokens_per_second']:.0f} | {ratio:.3f} | "
+                     f"{'-' if agree is None else f'{agree:.4f}'} | {r['truncated']} |")
+    return "\n".join(lines)
