@@ -29,7 +29,7 @@ import numpy as np
 from tfspeed import _io
 from tfspeed.data import EncodedSplit, Tokenizer, load_dataset
 from tfspeed.export import TextClassifier, read_metadata
-from tfspeed.export.metadata import add_model_metadata, metadata_buffer
+from tfspeed.export.metadata import add_model_metadata, metadata_buffer, metadata_bytes
 from tfspeed.export.parity import TFLiteClassifier
 from tfspeed.profile.env import environment
 
@@ -124,9 +124,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, folder in FILES.items():
             path = _packaged(run, name, folder, Path(tmp))
-            without = (run / "export" / f"{name}.tflite").stat().st_size
             r = compare(path, texts, labels, args.seq_length)
-            r["metadata_bytes"] = r["size_bytes"] - without if path.parent == Path(tmp) else None
+            r["metadata_bytes"] = metadata_bytes(path)
             results["files"][name] = r
             print(f"{name}: tfspeed {r['tfspeed_accuracy']:.4f}, MediaPipe {r['mediapipe_accuracy']:.4f} "
                   f"(Δ {100 * (r['mediapipe_accuracy'] - r['tfspeed_accuracy']):+.2f} points), agreement "

@@ -92,9 +92,18 @@ def test_optimize_end_to_end_and_resume(tiny_teacher_dir, sentiment_csv, tmp_pat
         assert 0.0 <= a["accuracy"] <= 1.0 and a["latency_ms_median"] > 0
         if a["path"].endswith(".tflite"):  # every file runs on raw text: its own vocabulary and the labels inside
             meta = read_metadata(a["path"])
-            source = out / a["name"].rsplit("-", 1)[0] if a["name"][:2].isdigit() else tiny_teacher_dir
+            source = out / "-".join(a["name"].split("-")[:2]) if a["name"][:2].isdigit() else tiny_teacher_dir
             assert list(meta.vocab) == (source / "vocab.txt").read_text().splitlines(), a["name"]
             assert meta.labels == ("neg", "pos") and a["metadata_bytes"] > 0 and "SOFTMAX" in a["float_ops"]
+    # dynamic-length twins, and every artifact timed on the real texts too
+    by_name = {a["name"]: a for a in report["artifacts"]}
+    assert {"teacher-dynamic-varlen", "01-vocab-dynamic-varlen", "02-distill-dynamic-varlen"} <= set(by_name)
+    for name in ("teacher-dynamic", "02-distill-dynamic"):
+        assert by_name[name + "-varlen"]["length"] == "dynamic" and by_name[name]["length"] == 16
+        assert abs(by_name[name + "-varlen"]["accuracy"] - by_name[name]["accuracy"]) <= 0.05  # 40 texts, random
+    assert all(a["real_text_ms_mean"] > 0 and a["real_text_speedup"] > 0 for a in report["artifacts"])
+    assert report["combined"]["real_text_speedup"] == by_name[report["combined"]["artifact"]]["real_text_speedup"]
+    assert "real texts: mean ms" in (out / "report.md").read_text()
     trimmed = read_metadata(out / "export" / "01-vocab-dynamic.tflite").vocab
     assert len(trimmed) < len(read_metadata(out / "export" / "teacher-dynamic.tflite").vocab)
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -103,6 +112,7 @@ def test_optimize_end_to_end_and_resume(tiny_teacher_dir, sentiment_csv, tmp_pat
     assert cli.main(args) == 0  # a rerun skips every finished stage
     log = capsys.readouterr().out
     assert "distill: done before, kept" in log and "vocab: done before, kept" in log
+    assert "real-text profile: done before, kept" in log
 
 
 class _Interrupted(Exception):

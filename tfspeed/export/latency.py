@@ -131,14 +131,15 @@ class _Model:
 
 def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequence[str]] = None, vocab=None,
                   threads: int = 1, xnnpack: bool = True, max_length: int = 128, pad_length: int = 128,
-                  warmup: int = 10, baseline: int = 0, log=None) -> dict:
+                  warmup: int = 10, baseline: int = 0, log=None, samples: bool = False) -> dict:
     """Latency of each model over `texts`, each text at the length the model takes it, interleaved.
 
     Args:
         models: .tflite paths (or bytes), SavedModel directories, .keras files or tf_keras models.
         texts: the texts (non-empty strings).
         names: display names. Defaults to the file names.
-        vocab: WordPiece vocabulary for models without metadata. Defaults to each model's own.
+        vocab: WordPiece vocabulary for models without metadata, or a list of one per model (`None` entries: that
+            model's own). Defaults to each model's own.
         threads: interpreter threads. Defaults to `1`.
         xnnpack: LiteRT's default delegate. Defaults to `True`.
         max_length: the most tokens a dynamic-length file gets, [CLS] and [SEP] included. Defaults to `128`.
@@ -146,6 +147,8 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
         warmup: texts run untimed first, per model. Defaults to `10`.
         baseline: index of the model the ratios are against. Defaults to `0`.
         log: a print-like function for progress. Defaults to `None`.
+        samples: also return each model's per-text times (`samples_ms`, in text order) and lengths run
+            (`lengths`). Defaults to `False`.
 
     Returns:
         `{"num_texts", "token_lengths": {mean, p50, p90, p99, max}, "models": [...], "ratios": {stat: [...]},
@@ -158,7 +161,11 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
         raise ValueError("Expected at least one text to profile. Received: texts=[]")
     names = list(names) if names else [Path(str(m)).name if isinstance(m, (str, Path)) else f"model{i}"
                                       for i, m in enumerate(models)]
-    loaded = [_Model(m, n, vocab, threads, xnnpack, max_length, pad_length, texts) for m, n in zip(models, names)]
+    vocabs = list(vocab) if isinstance(vocab, (list, tuple)) else [vocab] * len(models)
+    if len(vocabs) != len(models):
+        raise ValueError(f"Expected one vocabulary per model in `vocab` ({len(models)}). Received: {len(vocabs)}")
+    loaded = [_Model(m, n, v, threads, xnnpack, max_length, pad_length, texts)
+              for m, n, v in zip(models, names, vocabs)]
     n = len(texts)
     seconds = np.zeros((len(loaded), n))
     predictions = [np.full(n, -1) for _ in loaded]
@@ -189,6 +196,8 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
             "latency_ms": summarize(seconds[k]), "tokens_per_second": float(real / seconds[k].sum()),
             "texts_per_second": float(n / seconds[k].sum()), "truncated": m.truncated,
             "mean_length_run": float(m.lengths.mean() if m.dynamic else m.length),
+            **({"samples_ms": (seconds[k] * 1e3).tolist(), "lengths": m.lengths.tolist(),
+                "predictions": predictions[k].tolist()} if samples else {}),
         })
     base = results[baseline]["latency_ms"]
     ratios = {stat: [r["latency_ms"][stat] / base[stat] for r in results] for stat in ("mean", "median", "p90")}

@@ -480,6 +480,17 @@ def add_model_metadata(tflite, model_dir) -> bytes:
     return add_metadata(tflite, info.vocab_path, info.label_names)
 
 
-def metadata_size(with_metadata, without) -> int:
-    """Bytes the metadata (softmax, metadata flatbuffer, packed vocab.txt and labels.txt) added to a file."""
-    return len(_read(with_metadata)) - len(_read(without))
+def metadata_bytes(tflite) -> int:
+    """Bytes of a file's metadata: the `TFLITE_METADATA` flatbuffer and the appended archive of its files (vocab.txt,
+    labels.txt). 0 for a file without metadata. (Not the size difference with the file before `add_metadata`: the
+    flatbuffer is re-packed, which drops the empty buffers the converter leaves.)"""
+    data = _read(tflite)
+    raw = metadata_buffer(data)
+    if raw is None:
+        return 0
+    try:
+        infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except zipfile.BadZipFile:
+        infos = []
+    archive = len(data) - min(i.header_offset for i in infos) if infos else 0
+    return len(raw) + archive

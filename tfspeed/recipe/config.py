@@ -85,6 +85,9 @@ class RecipeConfig(StageConfig):
         max_drop: accuracy budget of the post-training int8 export of the teacher. Defaults to `0.01`.
         threads: interpreter threads when profiling. Defaults to `1` (a phone's big core).
         profile_runs: measured runs per model. Defaults to `50`.
+        real_text: also export each dynamic-range file with a dynamic length (`NAME-varlen`: inputs [1, -1]) and time
+            every artifact on the test texts, each at the length it takes them (`real_text_profile.json`); the report
+            gives both latencies and picks the combined model by the real-text one. Defaults to `True`.
         metadata: every .tflite carries TFLite metadata (vocabulary, labels, a softmax `probability` output) for
             MediaPipe's `TextClassifier` and `tfspeed predict`. Defaults to `True`.
         limit / eval_limit: first N training / evaluation examples only (quick runs). Defaults to `None` (all).
@@ -107,6 +110,8 @@ class RecipeConfig(StageConfig):
     max_drop: float = field(0.01, help="accuracy budget of the post-training int8 export (0.01 = one point)")
     threads: int = field(1, help="interpreter threads when profiling")
     profile_runs: int = field(50, help="measured runs per model")
+    real_text: bool = field(True, help="also export dynamic-length twins of the dynamic-range files and time every "
+                                       "artifact on the real test texts, each at its own length")
     metadata: bool = field(True, help="write TFLite metadata (tokenizer vocabulary, labels, softmax output) into "
                                       "every .tflite, for MediaPipe's TextClassifier and tfspeed predict")
     limit: Optional[int] = field(None, help="first N training examples only")

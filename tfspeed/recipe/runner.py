@@ -87,6 +87,8 @@ class Optimizer:
             source = target
         exports = self._exports(ctx, teacher_dir, chain, steps - 2, steps)
         profile = self._profile(exports, steps - 1, steps)
+        if c.real_text:
+            profile["real_text"] = self._real_text_profile(ctx, exports, steps - 1, steps)
         report = self._report(exports, profile, steps, steps, time.perf_counter() - start)
         return report
 
@@ -134,7 +136,7 @@ class Optimizer:
         if not tf_dir.exists():
             _save_classifier_saved_model(model, tf_dir, c.seq_length)
         record("teacher-tf-float32", tf_dir, artifacts.read_metrics(teacher_dir).get("accuracy"), "tf-savedmodel",
-               stage="teacher")
+               stage="teacher", vocab=str(info.vocab_path))
 
         def tflite(name, make, source_dir, **extra):
             path = folder / f"{name}.tflite"
@@ -146,11 +148,11 @@ class Optimizer:
                 data, more = made
                 more.setdefault("metadata_bytes", None)
                 if c.metadata:
-                    from tfspeed.export.metadata import add_model_metadata, metadata_buffer
+                    from tfspeed.export.metadata import add_model_metadata, metadata_buffer, metadata_bytes
 
                     if metadata_buffer(data) is None:
-                        packaged = add_model_metadata(data, source_dir)
-                        more["metadata_bytes"], data = len(packaged) - len(data), packaged
+                        data = add_model_metadata(data, source_dir)
+                        more["metadata_bytes"] = metadata_bytes(data)
                 more["float_ops"] = export.op_histogram(data)["float_ops"]
                 _io.write_bytes(path, data, overwrite=True)
                 split = ctx.encoded(artifacts.load_info(source_dir).vocab_path).test
@@ -158,14 +160,21 @@ class Optimizer:
                 acc = float((logits.argmax(-1) == split.labels).mean())
                 _io.write_json(meta, {"accuracy": acc, **more, **extra})
             saved = json.loads(meta.read_text())
+            saved.setdefault("vocab", str(artifacts.load_info(source_dir).vocab_path))
             record(name, path, saved.pop("accuracy"), "tflite", **saved)
+
+        def dynamic(name, m, source_dir, stage):
+            tflite(name, lambda: (export.convert(m, "dynamic", c.seq_length), {}), source_dir, stage=stage,
+                   mode="dynamic")
+            if c.real_text:  # the same file with inputs [1, -1]: each text runs at its own length
+                tflite(f"{name}-varlen", lambda: (export.convert(m, "dynamic", "dynamic"), {}), source_dir,
+                       stage=stage, mode="dynamic, dynamic length")
 
         tflite("teacher-float32", lambda: (export.convert(model, "float32", c.seq_length), {}), teacher_dir,
                stage="teacher", mode="float32")
         tflite("teacher-float16", lambda: (export.convert(model, "float16", c.seq_length), {}), teacher_dir,
                stage="teacher", mode="float16")
-        tflite("teacher-dynamic", lambda: (export.convert(model, "dynamic", c.seq_length), {}), teacher_dir,
-               stage="teacher", mode="dynamic")
+        dynamic("teacher-dynamic", model, teacher_dir, "teacher")
 
         def budget():
             encoded = ctx.encoded(info.vocab_path)
@@ -192,9 +201,7 @@ class Optimizer:
                        mode="qat int8")
             else:
                 stage_model, _ = artifacts.load_model_dir(folder_)
-                tflite(f"{folder_.name}-dynamic",
-                       lambda m=stage_model: (export.convert(m, "dynamic", c.seq_length), {}), folder_, stage=name,
-                       mode="dynamic")
+                dynamic(f"{folder_.name}-dynamic", stage_model, folder_, name)
         return records
 
     def _profile(self, records: list, i, n) -> dict:
@@ -212,6 +219,25 @@ class Optimizer:
         result.to_markdown(self.out / "profile.md", overwrite=True)
         result.to_json(path, overwrite=True)
         return json.loads(path.read_text())
+
+    def _real_text_profile(self, ctx, records: list, i, n) -> dict:
+        """Every artifact timed on the test texts (at most `eval_limit`), each at the length it takes them."""
+        from tfspeed.export.latency import profile_texts
+
+        path = self.out / "real_text_profile.json"
+        if path.is_file():
+            self.log(f"[{i}/{n}] real-text profile: done before, kept ({path})")
+            return json.loads(path.read_text())
+        texts = list(ctx.dataset.test.texts)[:self.config.eval_limit]
+        self.log(f"[{i}/{n}] real-text profile: {len(records)} models on {len(texts)} test texts, each at its own "
+                 f"length for dynamic-length files (padded to {self.config.seq_length} for the others), interleaved "
+                 "...")
+        result = profile_texts([r["path"] for r in records], texts, names=[r["name"] for r in records],
+                               vocab=[r.get("vocab") for r in records], threads=self.config.threads,
+                               max_length=self.config.seq_length, pad_length=self.config.seq_length, baseline=0,
+                               warmup=min(10, len(texts)))
+        _io.write_json(path, result, overwrite=True)
+        return result
 
     def _report(self, records, profile, i, n, seconds) -> dict:
         from tfspeed.recipe.report import write_report

@@ -53,9 +53,10 @@ def run(source, config: ExportConfig, out, ctx: StageContext, report: Optional[P
     metadata_bytes = None
     if config.metadata:
         from tfspeed.export.metadata import add_model_metadata
+        from tfspeed.export.metadata import metadata_bytes as _metadata_bytes
 
-        packaged = add_model_metadata(data, source)
-        metadata_bytes, data = len(packaged) - len(data), packaged
+        data = add_model_metadata(data, source)
+        metadata_bytes = _metadata_bytes(data)
     save_tflite(data, out, overwrite=ctx.overwrite)
     log(f"Wrote {out} ({len(data) / 1e6:.2f} MB, mode {mode}"
         f"{f', metadata {metadata_bytes / 1e3:.1f} kB' if metadata_bytes is not None else ', no metadata'})")

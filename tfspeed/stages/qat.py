@@ -82,10 +82,10 @@ def run(source, config: QATConfig, out: Path, ctx: StageContext, callbacks: Sequ
     }
     label_names = label_names or encoded.label_names
     if config.metadata:
-        from tfspeed.export.metadata import add_metadata
+        from tfspeed.export.metadata import add_metadata, metadata_bytes
 
-        packaged = add_metadata(tflite, vocab, label_names)
-        metrics["metadata_bytes"], tflite = len(packaged) - len(tflite), packaged
+        tflite = add_metadata(tflite, vocab, label_names)
+        metrics["metadata_bytes"] = metadata_bytes(tflite)
     info = artifacts.ModelInfo(seq_length=seq_length, label_names=label_names, base=base,
                                stage="qat", vocab_path=str(vocab),
                                extra={"tflite": TFLITE_NAME, "preserve_sparsity": config.preserve_sparsity})
