@@ -56,24 +56,37 @@ def _why(text: str, ids: np.ndarray, unk: int, room: int, length: int) -> str:
     return "none of these"
 
 
-def compare(path: Path, texts: list, labels: np.ndarray, seq_length: int) -> dict:
+def strip_accents(text: str) -> str:
+    """What BERT's uncased preprocessing does and MediaPipe's tokenizer does not: NFD, combining marks dropped (one
+    line in an app, e.g. Kotlin `Normalizer.normalize(s, NFD).replace(Regex("\\p{Mn}+"), "")`)."""
+    return "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c))
+
+
+def _mediapipe(path: Path, texts: list, labels: tuple) -> np.ndarray:
     from mediapipe.tasks.python.text import TextClassifier as MediaPipeClassifier
 
+    out = np.zeros((len(texts), len(labels)), np.float32)
+    mp = MediaPipeClassifier.create_from_model_path(str(path))
+    try:
+        for i, text in enumerate(texts):
+            for c in mp.classify(text).classifications[0].categories:
+                out[i, labels.index(c.category_name)] = c.score
+    finally:
+        mp.close()
+    return out
+
+
+def compare(path: Path, texts: list, labels: np.ndarray, seq_length: int) -> dict:
     meta = read_metadata(path)
     tokenizer = Tokenizer(list(meta.vocab), seq_length=seq_length)
     split = EncodedSplit(tokenizer.encode(texts), labels)
     ours = TFLiteClassifier(path).probabilities(split.features)
     lengths = TextClassifier(path).token_lengths(texts)
-    theirs = np.zeros_like(ours)
-    mp = MediaPipeClassifier.create_from_model_path(str(path))
     start = time.perf_counter()
-    try:
-        for i, text in enumerate(texts):
-            for c in mp.classify(text).classifications[0].categories:
-                theirs[i, meta.labels.index(c.category_name)] = c.score
-    finally:
-        mp.close()
+    theirs = _mediapipe(path, texts, meta.labels)
     mp_seconds = time.perf_counter() - start
+    stripped = _mediapipe(path, [strip_accents(t) for t in texts], meta.labels)
+    ascii_rows = np.array([all(ord(c) < 128 for c in t) for t in texts])
     agree = ours.argmax(-1) == theirs.argmax(-1)
     unk = list(meta.vocab).index("[UNK]")
     reasons = {}
@@ -86,6 +99,10 @@ def compare(path: Path, texts: list, labels: np.ndarray, seq_length: int) -> dic
             "mediapipe_accuracy": float(np.mean(theirs.argmax(-1) == labels)),
             "argmax_agreement": float(agree.mean()), "disagreements": int((~agree).sum()),
             "max_abs_probability_diff": float(diff.max()), "mean_abs_probability_diff": float(diff.mean()),
+            "max_abs_probability_diff_ascii_texts": float(diff[ascii_rows].max()),
+            "mediapipe_accuracy_accents_stripped": float(np.mean(stripped.argmax(-1) == labels)),
+            "argmax_agreement_accents_stripped": float(np.mean(stripped.argmax(-1) == ours.argmax(-1))),
+            "max_abs_probability_diff_accents_stripped": float(np.abs(stripped - ours).max()),
             "texts_with_probability_diff_above_1e-3": int((diff.max(-1) > 1e-3).sum()),
             "disagreement_reasons": {k: {"count": len(v), "examples": v[:5]} for k, v in reasons.items()},
             "texts_over_length": int((lengths > seq_length - 2).sum()),
@@ -131,7 +148,11 @@ def main(argv=None) -> int:
                   f"(Δ {100 * (r['mediapipe_accuracy'] - r['tfspeed_accuracy']):+.2f} points), agreement "
                   f"{r['argmax_agreement']:.4f}, max |Δp| {r['max_abs_probability_diff']:.2e}, metadata "
                   f"{(r['metadata_bytes'] or 0) / 1e3:.1f} kB, disagreements by cause "
-                  f"{ {k: v['count'] for k, v in r['disagreement_reasons'].items()} }", flush=True)
+                  f"{ {k: v['count'] for k, v in r['disagreement_reasons'].items()} }; max |Δp| on ASCII-only "
+                  f"texts {r['max_abs_probability_diff_ascii_texts']:.2e}; accents stripped before MediaPipe: "
+                  f"{r['mediapipe_accuracy_accents_stripped']:.4f}, agreement "
+                  f"{r['argmax_agreement_accents_stripped']:.4f}, max |Δp| "
+                  f"{r['max_abs_probability_diff_accents_stripped']:.2e}", flush=True)
         combined = _packaged(run, "03-prune-dynamic", "03-prune", Path(tmp))
         reviews = (list(test.texts) * 2)[:1000]
         results["predict"] = predict_throughput(combined, reviews)

@@ -40,7 +40,8 @@ def _rows(n=12, length=16, seed=0):
 CALIBRATION = _rows(16, 16, seed=1)
 
 
-@pytest.mark.parametrize("mode", ["float32", "float16", "dynamic", "int8", "int8-mixed"])
+@pytest.mark.parametrize("mode", ["float32", pytest.param("float16", marks=pytest.mark.large), "dynamic",
+                                  pytest.param("int8", marks=pytest.mark.large), "int8-mixed"])
 def test_dynamic_file_gives_the_padded_files_predictions(model_dir, mode):
     padded = convert(model_dir, mode, seq_length=16, calibration=CALIBRATION, metadata=False)
     dynamic = convert(model_dir, mode, seq_length="dynamic", calibration=CALIBRATION, metadata=False)
@@ -144,3 +145,60 @@ def test_latency_on_real_texts_each_at_its_own_length(model_dir, vocab_file, tmp
     assert json.loads(out.read_text())["num_texts"] == 4
     assert main(["profile", str(padded), "--texts", str(listing), "--text", "x", "--vocab", str(vocab_file)]) == 1
     assert "does not combine" in capsys.readouterr().err
+
+
+def test_padded_profile_runs_a_peer_file_with_other_input_names(model_dir, tmp_path, capsys):
+    """`tfspeed profile tfspeed.tflite peer.tflite --shape input_ids=1,16`: one shape and one set of token ids serve
+    both namings (by role), so the two run side by side on the same tokens."""
+    from tfspeed.profile import profile_models
+
+    ours, peer = tmp_path / "ours.tflite", tmp_path / "peer.tflite"
+    ours.write_bytes(convert(model_dir, "dynamic", seq_length="dynamic", metadata=False))
+    peer.write_bytes(_hf_named_file(model_dir, 16))
+    result = profile_models([str(ours), str(peer)], shapes={"input_ids": [1, 16]}, runs=3, warmup=1,
+                            progress=False, isolate=False)
+    assert [m["latency_ms"]["n"] for m in result.models] == [3, 3]
+    assert main(["profile", str(peer), str(ours), "--shape", "input_word_ids=1,16", "--runs", "3",
+                 "--no-progress"]) == 0
+    assert "peer.tflite" in capsys.readouterr().out
+
+
+def test_length_buckets_give_the_exact_length_results(model_dir, tmp_path):
+    from tfspeed.export.buckets import BucketRunner
+
+    data = convert(model_dir, "float32", seq_length="dynamic", metadata=False)
+    exact, runner = TFLiteClassifier(data), BucketRunner(data, buckets=(4, 8, 16))
+    rows = _rows(10, 16, seed=7)
+    for i in range(10):
+        row = {k: v[i:i + 1] for k, v in rows.items()}
+        n = int(row["input_mask"].sum())
+        np.testing.assert_allclose(runner(row), exact(row), atol=1e-5)  # padding is masked out: only rounding
+        assert runner.bucket(n) == next(b for b in (4, 8, 16) if n <= b)
+    path = tmp_path / "varlen.tflite"
+    path.write_bytes(convert(model_dir, "float32", seq_length="dynamic"))
+    texts = ["good", "the movie was very good , not awful", "w1 w2 " * 12]
+    a = TextClassifier(path, max_length=16, buckets=(4, 8)).predict_proba(texts)
+    b = TextClassifier(path, max_length=16, buckets=()).predict_proba(texts)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("buckets, match", [
+    ((16, 8), "increasing"), ((0, 8), "increasing token lengths >= 3"), (("a",), "increasing positive"),
+])
+def test_bad_bucket_lists_are_refused(model_dir, buckets, match):
+    from tfspeed.export.buckets import BucketRunner
+
+    with pytest.raises(ValueError, match=match):
+        BucketRunner(convert(model_dir, "dynamic", seq_length="dynamic", metadata=False), buckets=buckets)
+
+
+def test_buckets_beyond_max_length_and_on_a_fixed_file_are_refused(model_dir, vocab_file, capsys):
+    from tfspeed.export.buckets import BucketRunner, check_buckets
+
+    with pytest.raises(ValueError, match=r"at most 16 tokens.*Received: buckets=\[8, 32\]"):
+        check_buckets((8, 32), max_length=16)
+    with pytest.raises(ValueError, match="Expected a dynamic-length .tflite"):
+        BucketRunner(convert(model_dir, "dynamic", seq_length=16, metadata=False), buckets=(8, 16))
+    with pytest.raises(SystemExit):
+        main(["predict", str(model_dir), "good", "--buckets", "32,16"])
+    assert "increasing" in capsys.readouterr().err

@@ -82,7 +82,8 @@ def test_metadata_fields_are_the_ones_mediapipe_parses(files):
     assert list(out.stats.max) == [1.0] and list(out.stats.min) == [0.0]
 
 
-@pytest.mark.parametrize("mode", ["float32", "float16", "dynamic", "int8-mixed"])
+@pytest.mark.parametrize("mode", [pytest.param("float32", marks=pytest.mark.large),
+                                  pytest.param("float16", marks=pytest.mark.large), "dynamic", "int8-mixed"])
 def test_mediapipe_text_classifier_runs_the_file_on_raw_strings(model_dir, mode, tmp_path):
     """MediaPipe tokenizes, runs and labels the file itself; its scores are tfspeed's within float rounding."""
     text = pytest.importorskip("mediapipe.tasks.python.text")

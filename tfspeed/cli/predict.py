@@ -16,6 +16,7 @@ import sys
 import time
 
 from tfspeed.data.texts import read_texts
+from tfspeed.export.buckets import DEFAULT_BUCKETS, parse_buckets
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -39,6 +40,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
     p.add_argument("--max-length", type=int, default=128, help="for a dynamic-length .tflite: the most tokens per "
                                                                "text, [CLS] and [SEP] included (default: 128)")
+    p.add_argument("--buckets", type=parse_buckets, default=DEFAULT_BUCKETS, metavar="N,N,..|none",
+                   help="for a dynamic-length .tflite: the lengths it runs at, each text on the smallest that holds "
+                        "it ('none': each text at its exact length) (default: 16,32,48,64,128)")
     p.set_defaults(func=run)
     return p
 
@@ -63,7 +67,7 @@ def run(args) -> int:
         if not t.strip():
             raise ValueError(f"Expected non-empty texts. Received: text {i + 1} is empty.")
     classifier = TextClassifier(args.model, vocab=args.vocab, labels=args.labels, num_threads=args.threads,
-                                max_length=args.max_length)
+                                max_length=args.max_length, buckets=args.buckets)
     start = time.perf_counter()
     predictions = classifier.classify(texts)
     seconds = time.perf_counter() - start

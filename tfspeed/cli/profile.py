@@ -22,6 +22,12 @@ def _shape(text):
     return name, shape
 
 
+def _buckets(text):
+    from tfspeed.export.buckets import parse_buckets
+
+    return parse_buckets(text)
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     """Adds the `profile` subcommand to an argparse subparsers object."""
     p = subparsers.add_parser(
@@ -45,6 +51,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "fixed file's length): one text per line, a .csv/.tsv/.jsonl column (--column), or e.g. "
                         "rotten_tomatoes:test; reports mean/median/p90/p99 over the texts and tokens per second")
     p.add_argument("--column", default="text", help="with a .csv/.tsv/.jsonl --texts file: the text column")
+    p.add_argument("--buckets", type=_buckets, default=(), metavar="N,N,..",
+                   help="with --texts: run dynamic-length files on these lengths, each text on the smallest that "
+                        "holds it, one interpreter per length (default: none, each text at its exact length)")
     p.add_argument("--max-length", type=int, default=128,
                    help="with --texts: the most tokens a dynamic-length file gets, [CLS]/[SEP] included "
                         "(default: 128)")
@@ -113,7 +122,7 @@ def _run_texts(args, config, baseline) -> int:
     threads = config.threads[0]
     result = profile_texts(args.models, texts, vocab=args.vocab, threads=threads,
                            xnnpack=config.xnnpack.value != "off", max_length=args.max_length, baseline=index,
-                           log=print if args.progress is not False else None)
+                           log=print if args.progress is not False else None, buckets=args.buckets)
     report = format_texts_report(result)
     print(report)
     for r in result["models"]:

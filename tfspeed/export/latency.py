@@ -86,7 +86,7 @@ def _vocab_of(model, vocab):
 class _Model:
     """One model, its inputs by role, and its tokenized texts."""
 
-    def __init__(self, model, name, vocab, threads, xnnpack, max_length, pad_length, texts):
+    def __init__(self, model, name, vocab, threads, xnnpack, max_length, pad_length, texts, buckets=()):
         from tfspeed.data import Tokenizer
 
         self.runner = make_runner(model, threads=threads, xnnpack=xnnpack, name=name, isolate=False)
@@ -108,6 +108,16 @@ class _Model:
         if self.dynamic and not isinstance(self.runner, TFLiteRunner):
             self.length = pad_length  # a Keras model with a None axis: fed padded, as TF serving would be
             self.dynamic = False
+        self.buckets = None
+        if self.dynamic and buckets:
+            from tfspeed.export.buckets import BucketRunner, check_buckets
+
+            kept = check_buckets(buckets, self.length)  # the last bucket is max_length: no text is cut before it
+            kept = kept + (self.length,) if kept[-1] < self.length else kept
+            self.buckets = BucketRunner(self.runner.data, kept, threads,
+                                        inputs={"input_word_ids": self.names["ids"], "input_mask": self.names["mask"],
+                                                "input_type_ids": self.names["segments"]})
+            self._row = None
         tokenizer = Tokenizer(_vocab_of(model, vocab), seq_length=self.length)
         self.features = tokenizer.encode(texts)
         from tfspeed.compat import tf
@@ -115,6 +125,22 @@ class _Model:
         self.token_counts = tokenizer.tokenize(tf.constant(texts, tf.string)).row_lengths().numpy()
         self.truncated = int((self.token_counts > self.length - 2).sum())
         self.lengths = self.features["input_mask"].sum(1).astype(int)
+
+    def run(self, i: int):
+        """Runs text `i` (untimed setup excluded); returns the output of a .tflite, else None."""
+        if self.buckets is not None:
+            n = self.lengths[i]
+            f = self.features
+            row = {k: f[k][i:i + 1, :n] for k in ("input_word_ids", "input_mask", "input_type_ids")}
+            start = time.perf_counter()
+            out = self.buckets(row)
+            return time.perf_counter() - start, out
+        feed = self.feed(i)
+        start = time.perf_counter()
+        self.runner.allocate(feed)
+        self.runner.invoke()
+        elapsed = time.perf_counter() - start
+        return elapsed, self.output()
 
     def feed(self, i: int) -> dict:
         n = self.lengths[i] if self.dynamic else self.length
@@ -131,7 +157,7 @@ class _Model:
 
 def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequence[str]] = None, vocab=None,
                   threads: int = 1, xnnpack: bool = True, max_length: int = 128, pad_length: int = 128,
-                  warmup: int = 10, baseline: int = 0, log=None, samples: bool = False) -> dict:
+                  warmup: int = 10, baseline: int = 0, log=None, samples: bool = False, buckets=()) -> dict:
     """Latency of each model over `texts`, each text at the length the model takes it, interleaved.
 
     Args:
@@ -147,6 +173,9 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
         warmup: texts run untimed first, per model. Defaults to `10`.
         baseline: index of the model the ratios are against. Defaults to `0`.
         log: a print-like function for progress. Defaults to `None`.
+        buckets: for dynamic-length .tflite files, run each text on the smallest of these lengths that holds it, one
+            interpreter per length (`tfspeed.export.buckets`), instead of a resize to its exact length; a list of
+            one entry per model (`()` or None: exact length) also works. Defaults to `()`.
         samples: also return each model's per-text times (`samples_ms`, in text order) and lengths run
             (`lengths`). Defaults to `False`.
 
@@ -164,8 +193,13 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
     vocabs = list(vocab) if isinstance(vocab, (list, tuple)) else [vocab] * len(models)
     if len(vocabs) != len(models):
         raise ValueError(f"Expected one vocabulary per model in `vocab` ({len(models)}). Received: {len(vocabs)}")
-    loaded = [_Model(m, n, v, threads, xnnpack, max_length, pad_length, texts)
-              for m, n, v in zip(models, names, vocabs)]
+    per_model = isinstance(buckets, list) and bool(buckets) and not isinstance(buckets[0], (int, np.integer))
+    bucket_sets = list(buckets) if per_model else [buckets] * len(models)
+    if len(bucket_sets) != len(models):
+        raise ValueError(f"Expected one bucket list per model in `buckets` ({len(models)}). Received: "
+                         f"{len(bucket_sets)}")
+    loaded = [_Model(m, n, v, threads, xnnpack, max_length, pad_length, texts, b)
+              for m, n, v, b in zip(models, names, vocabs, bucket_sets)]
     n = len(texts)
     seconds = np.zeros((len(loaded), n))
     predictions = [np.full(n, -1) for _ in loaded]
@@ -173,14 +207,9 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
     for step, i in enumerate(order):
         timed = step >= min(warmup, n)
         for k, m in enumerate(loaded):
-            feed = m.feed(i)
-            start = time.perf_counter()
-            m.runner.allocate(feed)
-            m.runner.invoke()
-            elapsed = time.perf_counter() - start
+            elapsed, out = m.run(i)
             if timed:
                 seconds[k, i] = elapsed
-                out = m.output()
                 if out is not None:
                     predictions[k][i] = int(np.argmax(out))
         if log and timed and (i + 1) % 250 == 0:
@@ -193,6 +222,7 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
             "name": names[k], "path": str(models[k]) if isinstance(models[k], (str, Path)) else None,
             "format": m.runner.format.value if isinstance(m.runner.format, Format) else str(m.runner.format),
             "length": "dynamic" if m.dynamic else m.length, "padded": not m.dynamic,
+            "buckets": list(m.buckets.buckets) if m.buckets is not None else None,
             "latency_ms": summarize(seconds[k]), "tokens_per_second": float(real / seconds[k].sum()),
             "texts_per_second": float(n / seconds[k].sum()), "truncated": m.truncated,
             "mean_length_run": float(m.lengths.mean() if m.dynamic else m.length),
@@ -222,6 +252,8 @@ def format_texts_report(result: dict) -> str:
     for r, ratio, agree in zip(result["models"], result["ratios"]["mean"], result["argmax_agreement"]):
         lat = r["latency_ms"]
         length = "own (dynamic)" if r["length"] == "dynamic" else f"padded to {r['length']}"
+        if r.get("buckets"):
+            length = "buckets " + "/".join(str(b) for b in r["buckets"])
         lines.append(f"| {r['name']} | {length} | {lat['mean']:.2f} | {lat['median']:.2f} | {lat['p90']:.2f} | "
                      f"{lat['p99']:.2f} | {r['tokens_per_second']:.0f} | {ratio:.3f} | "
                      f"{'-' if agree is None else f'{agree:.4f}'} | {r['truncated']} |")

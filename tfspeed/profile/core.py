@@ -297,7 +297,7 @@ def _load(runner, feed, user_given, shapes, vocab_size, seed, first, vocab_limit
     elif user_given and first:
         _inputs.check_feed(feed, specs, source="the given inputs")
     elif not user_given:
-        missing = [s for s in specs if s.name not in feed]
+        missing = [s for s in specs if _inputs.lookup(feed, s.name) is None]
         if missing:  # another model with other input names: generate its own, same seed
             resolved = _inputs.resolve_shapes(missing, _batch_default(missing, shapes))
             feed = {**feed, **_inputs.generate_inputs(resolved, seed=seed, vocab_size=vocab_size)}

@@ -41,9 +41,38 @@ def normalize_name(name: str) -> str:
     return name
 
 
+# Names of the same BERT input in tfspeed / TF-Hub files and in Hugging Face / ONNX exports: a value or a shape given
+# under one name serves a model that calls it by another, so files of both namings run in one interleaved profile.
+ROLE_ALIASES = (("input_word_ids", "input_ids"), ("input_mask", "attention_mask"),
+                ("input_type_ids", "token_type_ids", "segment_ids"))
+
+
+def aliases(name: str) -> tuple:
+    """The names of the same role as `name` (itself first), e.g. `input_ids` -> (`input_ids`, `input_word_ids`)."""
+    for group in ROLE_ALIASES:
+        if name in group:
+            return (name,) + tuple(n for n in group if n != name)
+    return (name,)
+
+
+def lookup(mapping: dict, name: str):
+    """`mapping[name]`, else the value under another name of the same role, else `None`."""
+    for candidate in aliases(name):
+        if candidate in mapping:
+            return mapping[candidate]
+    return None
+
+
 def resolve_shapes(specs: list[InputSpec], shapes: dict | None) -> list[InputSpec]:
-    """Fills dynamic dimensions from `shapes` (`{name: [dims]}`), or raises a clear error naming what is missing."""
+    """Fills dynamic dimensions from `shapes` (`{name: [dims]}`; a name of the same role serves too, e.g.
+    `input_ids` for `input_word_ids`), or raises a clear error naming what is missing."""
     shapes = dict(shapes or {})
+    names = {s.name for s in specs}
+    for key in list(shapes):  # a shape given under another name of the same role
+        if key not in names:
+            match = next((n for n in aliases(key)[1:] if n in names and n not in shapes), None)
+            if match is not None:
+                shapes[match] = shapes.pop(key)
     unknown = sorted(set(shapes) - {s.name for s in specs})
     if unknown:
         raise InputError(

@@ -18,7 +18,7 @@ import numpy as np
 
 from tfspeed.profile import verify
 from tfspeed.profile.errors import InputError, InvalidModelError
-from tfspeed.profile.inputs import InputSpec, normalize_name
+from tfspeed.profile.inputs import InputSpec, lookup, normalize_name
 
 GZIP_LEVEL = 6
 
@@ -132,12 +132,13 @@ class Runner:
     def _match(self, feed: dict) -> dict:
         out = {}
         for spec in self.specs():
-            if spec.name not in feed:
+            value = lookup(feed, spec.name)  # by name, else by role (input_ids for input_word_ids, ...)
+            if value is None:
                 raise InputError(
                     f"{self.name} expects inputs {[s.name for s in self.specs()]}; the inputs have "
                     f"{sorted(feed)}: no value for {spec.name!r}."
                 )
-            value = np.asarray(feed[spec.name])
+            value = np.asarray(value)
             want = np.dtype(spec.dtype)
             if value.dtype != want:
                 if value.dtype.kind in "iu" and want.kind in "iu" or value.dtype.kind == want.kind == "f":

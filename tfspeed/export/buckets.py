@@ -1,0 +1,112 @@
+"""Length buckets for a dynamic-length .tflite: one interpreter per bucket length, each allocated once.
+
+A dynamic-length file (`seq_length="dynamic"`) can run a text at its exact length, but every new length means a
+resize and a re-allocation, and XNNPACK re-plans its kernels for the new shape: on MiniLM that costs more than the
+tokens it saves (benchmarks/README.md, "Latency on real texts"). `BucketRunner` keeps one interpreter of the same file
+per bucket (e.g. 16 / 32 / 48 / 64 / 128 tokens), each allocated once at its length, and runs each text on the
+smallest bucket that holds it, padded with a zero mask: the padded positions change nothing but the time. Memory is
+one packed copy of the weights per bucket; the file is one.
+
+Example:
+
+```python
+from tfspeed.export.buckets import BucketRunner
+
+runner = BucketRunner("model_varlen.tflite", buckets=(16, 32, 64, 128))
+logits = runner({"input_word_ids": ids, "input_mask": mask, "input_type_ids": types})  # [1, n] each, any n <= 128
+```
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from tfspeed.models.bert import INPUT_NAMES
+
+DEFAULT_BUCKETS = (16, 32, 48, 64, 128)
+
+
+def check_buckets(buckets, max_length=None, argument: str = "buckets") -> tuple:
+    """`buckets` as an increasing tuple of positive ints (at most `max_length`), else a ValueError naming them."""
+    try:
+        values = tuple(int(b) for b in buckets)
+    except (TypeError, ValueError):
+        raise ValueError(f"Expected increasing positive token lengths for `{argument}` (e.g. 16,32,64,128). "
+                         f"Received: {argument}={buckets!r}") from None
+    if not values or any(b < 3 for b in values) or any(b >= c for b, c in zip(values, values[1:])):
+        raise ValueError(f"Expected increasing token lengths >= 3 for `{argument}` (e.g. 16,32,64,128). Received: "
+                         f"{argument}={list(values)}")
+    if max_length is not None and values[-1] > max_length:
+        raise ValueError(f"Expected buckets of at most {max_length} tokens (the model's positions or --max-length) "
+                         f"for `{argument}`. Received: {argument}={list(values)}")
+    return values
+
+
+def parse_buckets(text: str) -> tuple:
+    """`"16,32,64,128"` -> (16, 32, 64, 128); `"none"` -> ()."""
+    if text.strip().lower() in ("none", "off", ""):
+        return ()
+    import argparse
+
+    try:
+        return check_buckets([t for t in text.split(",") if t.strip()])
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class BucketRunner:
+    """Runs a dynamic-length .tflite on one interpreter per bucket length.
+
+    Args:
+        tflite: .tflite path or bytes whose token inputs are [1, -1].
+        buckets: increasing bucket lengths; a text longer than the last is cut to it. Defaults to
+            `DEFAULT_BUCKETS`.
+        num_threads: interpreter threads. Defaults to `1`.
+        inputs: input tensor name of each tfspeed input (`input_word_ids`, `input_mask`, `input_type_ids`).
+            Defaults to the names that contain them.
+    """
+
+    def __init__(self, tflite, buckets: Sequence[int] = DEFAULT_BUCKETS, num_threads: int = 1, inputs=None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        from tfspeed.export.ops import read_tflite
+
+        self.buckets = check_buckets(buckets)
+        data = read_tflite(tflite)
+        self.interpreters = {}
+        for b in self.buckets:
+            it = Interpreter(model_content=data, num_threads=num_threads)
+            details = it.get_input_details()
+            if any(int(d["shape_signature"][-1]) != -1 for d in details):
+                raise ValueError("Expected a dynamic-length .tflite (inputs [1, -1], `seq_length='dynamic'`) for "
+                                 f"`tflite`. Received inputs of shape {[list(d['shape_signature']) for d in details]}")
+            index = {}
+            for name in INPUT_NAMES:
+                tensor = (inputs or {}).get(name)
+                match = [d["index"] for d in details if (d["name"] == tensor if tensor else name in d["name"])]
+                if len(match) != 1:
+                    raise ValueError(f"Expected an input for {name} in the .tflite. Received inputs: "
+                                     f"{[d['name'] for d in details]}")
+                index[name] = match[0]
+                it.resize_tensor_input(match[0], [1, b], strict=True)
+            it.allocate_tensors()
+            self.interpreters[b] = (it, index, it.get_output_details()[0]["index"])
+
+    def bucket(self, n: int) -> int:
+        """The smallest bucket holding `n` tokens (the last one if none does)."""
+        return next((b for b in self.buckets if n <= b), self.buckets[-1])
+
+    def __call__(self, row: dict) -> np.ndarray:
+        """The output for one row ([1, length] arrays; its real tokens are the mask's count)."""
+        n = max(1, int(np.asarray(row["input_mask"]).sum()))
+        b = self.bucket(n)
+        it, index, out = self.interpreters[b]
+        for name, i in index.items():
+            value = np.zeros((1, b), np.int32)
+            take = min(n, b)
+            value[:, :take] = np.asarray(row[name])[:, :take]
+            it.set_tensor(i, value)
+        it.invoke()
+        return it.get_tensor(out)[0].copy()
