@@ -73,6 +73,11 @@ def resolve_shapes(specs: list[InputSpec], shapes: dict | None) -> list[InputSpe
             match = next((n for n in aliases(key)[1:] if n in names and n not in shapes), None)
             if match is not None:
                 shapes[match] = shapes.pop(key)
+    token_names = {n for group in ROLE_ALIASES for n in group}
+    token_shape = next((shapes[n] for n in shapes if n in token_names), None)
+    for spec in specs:  # BERT's token inputs share their length: one shape given serves the others
+        if spec.is_dynamic and spec.name in token_names and spec.name not in shapes and token_shape is not None:
+            shapes[spec.name] = token_shape
     unknown = sorted(set(shapes) - {s.name for s in specs})
     if unknown:
         raise InputError(
