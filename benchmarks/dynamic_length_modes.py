@@ -29,6 +29,8 @@ from tfspeed.profile.env import environment
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", default="runs/demo")
+    p.add_argument("--modes", default="float32,float16,dynamic,int8-mixed", help="teacher modes to convert")
+    p.add_argument("--limit", type=int, default=None, help="first N test reviews only")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "dynamic_length_modes.json"))
     args = p.parse_args(argv)
     run = Path(args.run)
@@ -36,16 +38,16 @@ def main(argv=None) -> int:
     print(f"CPU: {env['cpu_model']} ({env['cpus_available']} cores)", flush=True)
     dataset = load_dataset("rotten_tomatoes")
     results = {"environment": env, "modes": {}}
-    cases = [("00-teacher", m) for m in ("float32", "float16", "dynamic", "int8-mixed")] + [("04-qat", "int8")]
+    cases = [("00-teacher", m) for m in args.modes.split(",") if m] + [("04-qat", "int8")]
     for folder, mode in cases:
         fixed_conv = Converter(run / folder, 128, dataset)
         dyn_conv = Converter(run / folder, "dynamic", dataset)
         fixed, dyn = fixed_conv.convert(mode), dyn_conv.convert(mode)
-        split = EncodedSplit.from_split(dataset.test, Tokenizer(fixed_conv.vocab, seq_length=128))
+        split = EncodedSplit.from_split(dataset.test, Tokenizer(fixed_conv.vocab, seq_length=128), args.limit)
         a, b = TFLiteClassifier(fixed).logits(split.features), TFLiteClassifier(dyn).logits(split.features)
         hf, hd = op_histogram(fixed)["int8"], op_histogram(dyn)["int8"]
         key = f"{folder} {mode}"
-        results["modes"][key] = {
+        results["modes"][key] = {"num_examples": len(split.labels),
             "fixed_accuracy": float(np.mean(a.argmax(-1) == split.labels)),
             "dynamic_accuracy": float(np.mean(b.argmax(-1) == split.labels)),
             "argmax_agreement": float(np.mean(a.argmax(-1) == b.argmax(-1))),

@@ -131,6 +131,8 @@ def test_latency_on_real_texts_each_at_its_own_length(model_dir, vocab_file, tmp
     assert result["token_lengths"]["max"] == 32 and result["token_lengths"]["p50"] < 16  # [CLS] + 30 + [SEP]
     assert result["argmax_agreement"] == [1.0, 1.0, 1.0]  # same predictions, whatever the length or the input names
     assert all(r["latency_ms"]["n"] == 4 and r["tokens_per_second"] > 0 for r in result["models"])
+    bucketed = profile_texts([padded, dynamic], texts, vocab=vocab_file, max_length=16, warmup=1, buckets=(8,))
+    assert bucketed["models"][1]["buckets"] == [8, 16] and bucketed["argmax_agreement"] == [1.0, 1.0]
     assert "| dynamic.tflite | own (dynamic) |" in format_texts_report(result)
 
     listing = tmp_path / "texts.txt"

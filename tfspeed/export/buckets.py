@@ -72,6 +72,7 @@ class BucketRunner:
         from ai_edge_litert.interpreter import Interpreter
 
         from tfspeed.export.ops import read_tflite
+        from tfspeed.profile.inputs import normalize_name
 
         self.buckets = check_buckets(buckets)
         data = read_tflite(tflite)
@@ -85,7 +86,8 @@ class BucketRunner:
             index = {}
             for name in INPUT_NAMES:
                 tensor = (inputs or {}).get(name)
-                match = [d["index"] for d in details if (d["name"] == tensor if tensor else name in d["name"])]
+                match = [d["index"] for d in details
+                         if (tensor in (d["name"], normalize_name(d["name"])) if tensor else name in d["name"])]
                 if len(match) != 1:
                     raise ValueError(f"Expected an input for {name} in the .tflite. Received inputs: "
                                      f"{[d['name'] for d in details]}")

@@ -86,7 +86,8 @@ class RecipeConfig(StageConfig):
         threads: interpreter threads when profiling. Defaults to `1` (a phone's big core).
         profile_runs: measured runs per model. Defaults to `50`.
         real_text: also export each dynamic-range file with a dynamic length (`NAME-varlen`: inputs [1, -1]) and time
-            every artifact on the test texts, each at the length it takes them (`real_text_profile.json`); the report
+            every artifact on the test texts (dynamic-length files on length buckets, the others padded:
+            `real_text_profile.json`); the report
             gives both latencies and picks the combined model by the real-text one. Defaults to `True`.
         metadata: every .tflite carries TFLite metadata (vocabulary, labels, a softmax `probability` output) for
             MediaPipe's `TextClassifier` and `tfspeed predict`. Defaults to `True`.

@@ -73,8 +73,8 @@ def markdown(report: dict) -> str:
              f"Machine: {env.get('cpu_model', '?')}, {env.get('cpu_count', '?')} cores. "
              "Latency: median of interleaved runs, batch 1. "
              f"Ratios against `{report['baseline']}`."
-             + (" Real texts: the mean over the test texts, each fed at its own length to dynamic-length files "
-                "(`-varlen`) and padded for the others, interleaved text by text." if real else ""), "",
+             + (" Real texts: the mean over the test texts, interleaved text by text; dynamic-length files (`-varlen`) "
+                "run each text on the smallest length bucket that holds it, the others padded." if real else ""), "",
              "| artifact | accuracy | Δ points | latency ms (median) | speed-up | size MB | gzip MB | gzip ratio |"
              + (" real texts: mean ms | speed-up |" if real else ""),
              "|---|---|---|---|---|---|---|---|" + ("---|---|" if real else "")]

@@ -222,6 +222,7 @@ class Optimizer:
 
     def _real_text_profile(self, ctx, records: list, i, n) -> dict:
         """Every artifact timed on the test texts (at most `eval_limit`), each at the length it takes them."""
+        from tfspeed.export.buckets import DEFAULT_BUCKETS
         from tfspeed.export.latency import profile_texts
 
         path = self.out / "real_text_profile.json"
@@ -229,13 +230,15 @@ class Optimizer:
             self.log(f"[{i}/{n}] real-text profile: done before, kept ({path})")
             return json.loads(path.read_text())
         texts = list(ctx.dataset.test.texts)[:self.config.eval_limit]
-        self.log(f"[{i}/{n}] real-text profile: {len(records)} models on {len(texts)} test texts, each at its own "
-                 f"length for dynamic-length files (padded to {self.config.seq_length} for the others), interleaved "
-                 "...")
+        length = self.config.seq_length  # dynamic-length files run on buckets up to it, as TextClassifier does
+        buckets = tuple(b for b in DEFAULT_BUCKETS if b < length) + (length,)
+        self.log(f"[{i}/{n}] real-text profile: {len(records)} models on {len(texts)} test texts, dynamic-length "
+                 f"files on length buckets {'/'.join(map(str, buckets))}, the others padded to {length}, "
+                 "interleaved ...")
         result = profile_texts([r["path"] for r in records], texts, names=[r["name"] for r in records],
                                vocab=[r.get("vocab") for r in records], threads=self.config.threads,
                                max_length=self.config.seq_length, pad_length=self.config.seq_length, baseline=0,
-                               warmup=min(10, len(texts)))
+                               warmup=min(10, len(texts)), buckets=buckets)
         _io.write_json(path, result, overwrite=True)
         return result
 
