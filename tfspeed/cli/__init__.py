@@ -16,17 +16,29 @@ import sys
 COMMANDS = ("finetune", "export", "predict", "profile", "prune", "qat", "distill", "optimize")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands registered by another command's module.
+_REGISTERED_BY = {"demo": "optimize"}
+
+
+def build_parser(command=None) -> argparse.ArgumentParser:
+    """The `tfspeed` parser; with `command`, only that command's module is imported (each module imports its
+    stage's config and so TensorFlow, TFMOT, tensorflow-hub: importing all of them costs seconds that `tfspeed
+    predict` or `tfspeed profile` do not need)."""
     parser = argparse.ArgumentParser(prog="tfspeed", description="Make a TF-Hub BERT fast and small.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    wanted = _REGISTERED_BY.get(command, command)
     for name in COMMANDS:
-        importlib.import_module(f"tfspeed.cli.{name}").register(sub)
+        if wanted is None or name == wanted:
+            importlib.import_module(f"tfspeed.cli.{name}").register(sub)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    known = first in COMMANDS or first in _REGISTERED_BY
+    parser = build_parser(first if known else None)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
