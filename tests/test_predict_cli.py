@@ -136,3 +136,13 @@ def test_export_with_a_vocabulary_missing_sep_writes_nothing(tiny_config, vocab_
     assert main(["export", str(model_dir), "--out", str(out), "--eval-split", "none"]) == 1
     assert "[SEP]" in capsys.readouterr().err
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["m", "vocab.txt"]
+
+
+def test_texts_after_the_options_are_texts_too(exported, vocab_file, capsys):
+    _, _, plain = exported
+    capsys.readouterr()
+    assert main(["predict", str(plain), "--vocab", str(vocab_file), "--labels", "neg,pos", "good", "awful plot"]) == 0
+    assert [line.split("\t")[3] for line in capsys.readouterr().out.splitlines()] == ["good", "awful plot"]
+    with pytest.raises(SystemExit):
+        main(["predict", str(plain), "good", "--no-such-flag"])
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err

@@ -39,7 +39,14 @@ def main(argv=None) -> int:
     first = next((a for a in argv if not a.startswith("-")), None)
     known = first in COMMANDS or first in _REGISTERED_BY
     parser = build_parser(first if known else None)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `tfspeed predict MODEL --vocab V "text"`: argparse gives a `*` positional only the words before the first
+    # option; a command that takes texts (`positional_rest`) gets the words after it too.
+    rest = getattr(args, "positional_rest", None)
+    if rest and extra and not any(e.startswith("-") for e in extra):
+        setattr(args, rest, list(getattr(args, rest)) + extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as e:

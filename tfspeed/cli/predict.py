@@ -43,7 +43,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--buckets", type=parse_buckets, default=DEFAULT_BUCKETS, metavar="N,N,..|none",
                    help="for a dynamic-length .tflite: the lengths it runs at, each text on the smallest that holds "
                         "it ('none': each text at its exact length) (default: 16,32,48,64,128)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, positional_rest="texts")
     return p
 
 
