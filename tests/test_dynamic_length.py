@@ -182,6 +182,8 @@ def test_length_buckets_give_the_exact_length_results(model_dir, tmp_path):
     a = TextClassifier(path, max_length=16, buckets=(4, 8)).predict_proba(texts)
     b = TextClassifier(path, max_length=16, buckets=()).predict_proba(texts)
     np.testing.assert_allclose(a, b, atol=1e-5)
+    assert TextClassifier(path, max_length=16)._buckets.buckets == (16,)  # the defaults below max_length, then it
+    assert TextClassifier(path, max_length=40)._buckets.buckets == (16, 32, 40)
 
 
 @pytest.mark.parametrize("buckets, match", [

@@ -40,9 +40,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="interpreter threads (default: 1)")
     p.add_argument("--max-length", type=int, default=128, help="for a dynamic-length .tflite: the most tokens per "
                                                                "text, [CLS] and [SEP] included (default: 128)")
-    p.add_argument("--buckets", type=parse_buckets, default=DEFAULT_BUCKETS, metavar="N,N,..|none",
+    p.add_argument("--buckets", type=parse_buckets, default=None, metavar="N,N,..|none",
                    help="for a dynamic-length .tflite: the lengths it runs at, each text on the smallest that holds "
-                        "it ('none': each text at its exact length) (default: 16,32,48,64,128)")
+                        "it ('none': each text at its exact length) (default: those of "
+                        f"{','.join(map(str, DEFAULT_BUCKETS))} below --max-length, then --max-length)")
     p.set_defaults(func=run, positional_rest="texts")
     return p
 

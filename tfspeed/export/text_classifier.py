@@ -82,8 +82,9 @@ class TextClassifier:
         max_length: for a .tflite whose length is dynamic (`[1, -1]` inputs), the most tokens a text is given,
             [CLS] and [SEP] included. Defaults to `128`.
         buckets: for a dynamic-length .tflite, the lengths it runs at (one interpreter each, allocated once; each
-            text on the smallest that holds it: `tfspeed.export.buckets`), kept at most `max_length`; `()` runs each
-            text at its exact length (a resize per text, slower on x86). Defaults to `(16, 32, 48, 64, 128)`.
+            text on the smallest that holds it: `tfspeed.export.buckets`), at most `max_length` (which is added as
+            the last); `()` runs each text at its exact length (a resize per text, slower on x86). Defaults to
+            `None`: 16, 32, 48, 64 and 128, those below `max_length`, then `max_length`.
 
     Raises:
         MetadataError: a .tflite without metadata and without `vocab` / `labels`; labels that do not match the
@@ -91,7 +92,7 @@ class TextClassifier:
     """
 
     def __init__(self, model, vocab=None, labels=None, num_threads: int = 1, max_length: int = 128,
-                 buckets=DEFAULT_BUCKETS):
+                 buckets=None):
         from tfspeed import artifacts
 
         labels = _labels(labels)
@@ -160,9 +161,12 @@ class TextClassifier:
         self._buckets = None
         if not self.dynamic:
             self.interpreter.allocate_tensors()
-        elif buckets:
-            kept = check_buckets(buckets, self.seq_length)  # the last bucket is max_length: no text is cut before it
-            kept = kept + (self.seq_length,) if kept[-1] < self.seq_length else kept
+        elif buckets is None or buckets:
+            if buckets is None:
+                kept = tuple(b for b in DEFAULT_BUCKETS if b < self.seq_length) + (self.seq_length,)
+            else:  # the last bucket is max_length: no text is cut before it
+                kept = check_buckets(buckets, self.seq_length)
+                kept = kept + (self.seq_length,) if kept[-1] < self.seq_length else kept
             self._buckets = BucketRunner(data, kept, self.num_threads,
                                          inputs={name: d["name"] for name, d in self.inputs.items()})
         out = self.interpreter.get_output_details()
