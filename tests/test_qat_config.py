@@ -23,11 +23,12 @@ def test_defaults_are_those_of_the_old_qat_fit_keywords():
 def test_round_trip_through_json_with_non_default_values():
     c = QATConfig(epochs=3, batch_size=8, learning_rate=1e-4, distill=False, preserve_sparsity=True,
                   float_outputs=["layer_0_output", r"layer_\d+_intermediate"], outlier_channels="none", smooth=None,
-                  calibration_batches=0, calibration_percentile=None, freeze_ranges=False)
+                  calibration_batches=0, calibration_percentile=None, freeze_ranges=False, metadata=False)
     d = json.loads(json.dumps(c.to_dict()))
     assert d == {"epochs": 3, "batch_size": 8, "learning_rate": 1e-4, "distill": False, "preserve_sparsity": True,
                  "float_outputs": ["layer_0_output", r"layer_\d+_intermediate"], "outlier_channels": "none",
-                 "smooth": "none", "calibration_batches": 0, "calibration_percentile": None, "freeze_ranges": False}
+                 "smooth": "none", "calibration_batches": 0, "calibration_percentile": None, "freeze_ranges": False,
+                 "metadata": False}
     back = QATConfig.from_dict(d)
     assert back == c and back.smooth is Detection.NONE and back.float_outputs == c.float_outputs
     assert QATConfig.from_dict({"calibration_percentile": 99.5}).calibration_percentile == 99.5

@@ -188,6 +188,8 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
     texts = check_texts(texts)
     if not texts:
         raise ValueError("Expected at least one text to profile. Received: texts=[]")
+    if not models:
+        raise ValueError("Expected at least one model to profile. Received: models=[]")
     names = list(names) if names else [Path(str(m)).name if isinstance(m, (str, Path)) else f"model{i}"
                                       for i, m in enumerate(models)]
     vocabs = list(vocab) if isinstance(vocab, (list, tuple)) else [vocab] * len(models)

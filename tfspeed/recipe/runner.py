@@ -226,6 +226,8 @@ class Optimizer:
         from tfspeed.export.latency import profile_texts
 
         path = self.out / "real_text_profile.json"
+        if not records:
+            return {}
         if path.is_file():
             self.log(f"[{i}/{n}] real-text profile: done before, kept ({path})")
             return json.loads(path.read_text())
