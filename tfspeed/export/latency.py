@@ -32,14 +32,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from tfspeed.profile.inputs import ROLE_ALIASES
 from tfspeed.profile.runners import Format, TFLiteRunner, make_runner
 from tfspeed.profile.stats import summarize
 
-ROLES = {
-    "ids": ("input_word_ids", "input_ids", "ids"),
-    "mask": ("input_mask", "attention_mask", "mask"),
-    "segments": ("input_type_ids", "token_type_ids", "segment_ids"),
-}
+# The three BERT inputs by role: the profiler's names of each (tfspeed / TF-Hub, then Hugging Face), and short forms.
+ROLES = {"ids": ROLE_ALIASES[0] + ("ids",), "mask": ROLE_ALIASES[1] + ("mask",), "segments": ROLE_ALIASES[2]}
 
 
 def load_texts(source, column: str = "text", encoding: str = "utf-8") -> list:

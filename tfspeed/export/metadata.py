@@ -35,6 +35,8 @@ import numpy as np
 from flatbuffers import number_types
 from flatbuffers.table import Table
 
+from tfspeed.export.ops import read_tflite
+
 METADATA_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
 # The parser version that reads BertTokenizerOptions (metadata_schema.fbs: "Added in: 1.1.0").
@@ -84,15 +86,6 @@ class TextMetadata:
     output: str
     name: str = ""
     version: str = ""
-
-
-def _read(tflite) -> bytes:
-    if isinstance(tflite, (bytes, bytearray, memoryview)):
-        return bytes(tflite)
-    path = Path(tflite)
-    if not path.is_file():
-        raise FileNotFoundError(f"Expected a .tflite file for `tflite`. Received: {str(path)!r}, no such file.")
-    return path.read_bytes()
 
 
 def _vocab_tokens(vocab) -> list:
@@ -274,7 +267,7 @@ def add_metadata(tflite, vocab, labels, roles: Optional[dict] = None, probabilit
     from ai_edge_litert import schema_py_generated as fb
     from ai_edge_litert.tools import flatbuffer_utils
 
-    data = _read(tflite)
+    data = read_tflite(tflite)
     tokens = _vocab_tokens(vocab)
     roles = dict(roles or ROLES)
     if set(roles) != set(ROLES):
@@ -402,7 +395,7 @@ def metadata_buffer(tflite) -> Optional[bytes]:
     """The raw `TFLITE_METADATA` flatbuffer of a .tflite, or `None` when it has none."""
     from ai_edge_litert import schema_py_generated as fb
 
-    data = _read(tflite)
+    data = read_tflite(tflite)
     try:
         model = fb.Model.GetRootAs(data, 0)
         entries = [model.Metadata(k) for k in range(model.MetadataLength())]
@@ -424,7 +417,7 @@ def read_metadata(tflite) -> Optional[TextMetadata]:
     Raises:
         MetadataError: the file has metadata but not a BERT tokenizer, or its packed files are missing.
     """
-    data = _read(tflite)
+    data = read_tflite(tflite)
     raw = metadata_buffer(data)
     if raw is None:
         return None
@@ -484,7 +477,7 @@ def metadata_bytes(tflite) -> int:
     """Bytes of a file's metadata: the `TFLITE_METADATA` flatbuffer and the appended archive of its files (vocab.txt,
     labels.txt). 0 for a file without metadata. (Not the size difference with the file before `add_metadata`: the
     flatbuffer is re-packed, which drops the empty buffers the converter leaves.)"""
-    data = _read(tflite)
+    data = read_tflite(tflite)
     raw = metadata_buffer(data)
     if raw is None:
         return 0

@@ -27,6 +27,7 @@ import numpy as np
 
 from tfspeed.export import metadata as _md
 from tfspeed.export.buckets import DEFAULT_BUCKETS, BucketRunner, check_buckets
+from tfspeed.export.ops import read_tflite
 from tfspeed.export.parity import softmax
 from tfspeed.models.bert import INPUT_NAMES
 
@@ -130,7 +131,7 @@ class TextClassifier:
     def _init_tflite(self, model, vocab, labels, max_length, buckets):
         from ai_edge_litert.interpreter import Interpreter
 
-        data = _md._read(model)
+        data = read_tflite(model)
         meta = _md.read_metadata(data)
         if meta is None and (vocab is None or labels is None):
             where = str(model) if isinstance(model, (str, Path)) else "the .tflite bytes"
