@@ -98,6 +98,7 @@ def _stage_configs():
     from tfspeed.compress.distillation.config import DistillConfig
     from tfspeed.compress.pruning.config import PruneConfig
     from tfspeed.compress.quantization.config import QATConfig
+    from tfspeed.compress.lowrank import LowRankConfig
     from tfspeed.compress.structured import StructuredConfig
     from tfspeed.compress.vocab import VocabConfig
     from tfspeed.data import DataConfig
@@ -114,6 +115,7 @@ def _stage_configs():
         PruneConfig(m_by_n=(2, 4), schedule="constant", gradual=True, epochs=3, include_embeddings=True,
                     embedding_sparsity=0.55, distill=True, hidden_weight=0.5, layers=("layer_0_query",)),
         StructuredConfig(heads=0.25, ffn=0.75),
+        LowRankConfig(layers=("ffn", "layer_0_query"), budget=0.6, sigma="first", epochs=0, distill=False),
         PruneStageConfig(kind="both", prune=PruneConfig(sparsity=0.8), structured=StructuredConfig(heads=0.1)),
         QATConfig(epochs=2, calibration_percentile=None, smooth="none", float_outputs=("layer_0_output",)),
         DistillConfig(layers=(0, 2), alpha=0.3, temperature=4.0, epochs=1),

@@ -1,7 +1,7 @@
 """tfspeed: make a TF-Hub BERT fast and small with TensorFlow.
 
 The pipeline, in the order of the folders: `models` and `hub` (a BERT in), `data` (text in), `train` (fine-tune),
-`compress` (prune, quantization-aware training, distillation), `export` (TFLite), `profile` (measure), `stages` (one
+`compress` (prune, factorise, quantization-aware training, distillation), `export` (TFLite), `profile` (measure), `stages` (one
 runner per stage), `recipe` (chain them), `cli`.
 
 The public verbs are here too (imported on first use, so `import tfspeed` stays light):
@@ -29,7 +29,8 @@ _PUBLIC = {
     # compress
     "PruneConfig": "tfspeed.compress", "prune": "tfspeed.compress", "strip": "tfspeed.compress",
     "pruning_callbacks": "tfspeed.compress", "StructuredConfig": "tfspeed.compress",
-    "prune_structured": "tfspeed.compress", "QATConfig": "tfspeed.compress", "quantize": "tfspeed.compress",
+    "prune_structured": "tfspeed.compress", "LowRankConfig": "tfspeed.compress", "factorize": "tfspeed.compress",
+    "QATConfig": "tfspeed.compress", "quantize": "tfspeed.compress",
     "calibrate": "tfspeed.compress", "qat_fit": "tfspeed.compress", "DistillConfig": "tfspeed.compress",
     "Distiller": "tfspeed.compress", "distill": "tfspeed.compress", "fit_student": "tfspeed.compress",
     "student_from_teacher": "tfspeed.compress", "trim_vocabulary": "tfspeed.compress",

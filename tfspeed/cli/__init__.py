@@ -13,7 +13,7 @@ import os
 import sys
 
 # Command modules, in pipeline order; each has `register(subparsers)` setting `func` on its parser.
-COMMANDS = ("finetune", "export", "predict", "profile", "prune", "qat", "distill", "optimize")
+COMMANDS = ("finetune", "export", "predict", "profile", "prune", "factorize", "qat", "distill", "optimize")
 
 
 # Commands registered by another command's module.

@@ -1,9 +1,11 @@
-"""Compress a BERT: pruning, structured pruning, quantization-aware training, distillation, vocabulary trimming.
+"""Compress a BERT: pruning, structured pruning, low-rank factorisation, quantization-aware training, distillation,
+vocabulary trimming.
 
 | package / module | verbs | config |
 |---|---|---|
 | `pruning` | `prune`, `strip`, `prune_and_fit`, `pruning_callbacks`, `schedule_for_epochs` | `PruneConfig` |
 | `structured` | `prune_structured`, `importance`, `plan`, `shrink`, `parameter_count` | `StructuredConfig` |
+| `lowrank` | `factorize`, `is_factorised`, `dense_macs` | `LowRankConfig` |
 | `quantization` | `quantize`, `calibrate`, `qat_fit`, `quantize_scope` | `QATConfig` |
 | `distillation` | `distill`, `fit_student`, `Distiller`, `student_from_teacher`, `teacher_logits` | `DistillConfig` |
 | `vocab` | `trim_vocabulary`, `kept_token_ids` | `VocabConfig` |
@@ -32,6 +34,7 @@ _EXPORTS = {
                                       "is_quantized"),
     "tfspeed.compress.distillation": ("DistillConfig", "Distiller", "distill", "fit_student", "distillation_loss",
                                       "select_layers", "student_from_teacher", "teacher_logits"),
+    "tfspeed.compress.lowrank": ("LowRankConfig", "factorize", "is_factorised", "dense_macs"),
     "tfspeed.compress.vocab": ("VocabConfig", "trim_vocabulary", "kept_token_ids"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -49,7 +49,9 @@ import numpy as np
 
 from tfspeed.compat import keras, tf
 from tfspeed.config import StageConfig, StrEnum, check_positive_int, field
+from tfspeed.models.config import FACTORIZABLE
 from tfspeed.models.bert import (
+    LOWRANK_SUFFIX,
     _unwrap,
     build_classifier,
     build_encoder,
@@ -192,7 +194,16 @@ def _is_classifier(model) -> bool:
 
 
 def _kernel(model, name):
+    """The kernel whose columns are `name`'s outputs (of a factorised Dense: its second factor)."""
     return _unwrap(layer_by_name(model, name)).weights[0]
+
+
+def _input_kernel(model, name):
+    """The kernel whose rows are `name`'s inputs (of a factorised Dense: its first factor, `NAME_lowrank`)."""
+    factor = name + LOWRANK_SUFFIX
+    if any(_unwrap(l).name == factor for l in model.layers):
+        return _unwrap(layer_by_name(model, factor)).weights[0]
+    return _kernel(model, name)
 
 
 # ======================================================================================================================
@@ -255,11 +266,11 @@ def importance(model: keras.Model, method: str = StructuredConfig.method, data=N
             for part in ("query", "key", "value"):
                 w = _kernel(model, f"layer_{i}_{part}").numpy()
                 sq += (w.reshape(w.shape[0], n, hs) ** 2).sum(axis=(0, 2))
-            wo = _kernel(model, names_o[i]).numpy()
+            wo = _input_kernel(model, names_o[i]).numpy()
             sq += (wo.reshape(n, hs, -1) ** 2).sum(axis=(1, 2))
             heads.append(np.sqrt(sq))
             wi = _kernel(model, f"layer_{i}_intermediate").numpy()
-            wout = _kernel(model, names_out[i]).numpy()
+            wout = _input_kernel(model, names_out[i]).numpy()
             ffn.append(np.sqrt((wi ** 2).sum(axis=0) + (wout ** 2).sum(axis=1)))
     else:
         if not _is_classifier(model):
@@ -268,7 +279,8 @@ def importance(model: keras.Model, method: str = StructuredConfig.method, data=N
         if data is None:
             raise ValueError("method='taylor' needs labelled `data` (e.g. `EncodedDataset(...).train`): the scores are "
                              "gradients of the loss on a few batches. Received: data=None. Or use method='magnitude'.")
-        variables = [_kernel(model, n) for n in names_o] + [_kernel(model, n) for n in names_out]
+        # a head's (a unit's) rows of the attention-output (FFN output) kernel: of its first factor when factorised
+        variables = [_input_kernel(model, n) for n in names_o] + [_input_kernel(model, n) for n in names_out]
         loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         heads = [np.zeros(config.layer_num_heads[i]) for i in range(config.num_layers)]
         ffn = [np.zeros(config.layer_intermediate_sizes[i]) for i in range(config.num_layers)]
@@ -373,8 +385,15 @@ def shrink(model: keras.Model, plan: Plan) -> keras.Model:
     for j, i in enumerate(plan.layers):
         if not plan.heads[j] or not plan.ffn[j]:
             raise ValueError(f"Invalid plan: layer {i} must keep at least one head and one FFN unit. Received: {plan}")
+    ranks = {}  # a factorised layer keeps its rank, under its new index
+    for name, rank in config.ranks:
+        m = FACTORIZABLE.fullmatch(name)
+        if m.group(1) is None:
+            ranks[name] = rank
+        elif int(m.group(1)) in plan.layers:
+            ranks[f"layer_{plan.layers.index(int(m.group(1)))}_{m.group(2)}"] = rank
     new_config = config.replace(num_layers=len(plan.layers), layer_num_heads=[len(h) for h in plan.heads],
-                                layer_intermediate_sizes=[len(f) for f in plan.ffn])
+                                layer_intermediate_sizes=[len(f) for f in plan.ffn], ranks=ranks or None)
     seq_length = _input_length(model)
     with tf.distribute.get_strategy().scope():
         if _is_classifier(model):
@@ -390,6 +409,9 @@ def shrink(model: keras.Model, plan: Plan) -> keras.Model:
     def put(name, values):
         _unwrap(layer_by_name(new, name)).set_weights(values)
 
+    def factored(name):
+        return new_config.rank_of(name) is not None
+
     for layer in new.layers:
         if layer.weights and not layer.name.startswith("layer_"):
             put(layer.name, get(layer.name))
@@ -397,15 +419,21 @@ def shrink(model: keras.Model, plan: Plan) -> keras.Model:
         cols = np.concatenate([np.arange(h * hs, (h + 1) * hs) for h in plan.heads[j]])
         units = np.asarray(plan.ffn[j])
         src, dst = f"layer_{i}_", f"layer_{j}_"
-        for part in ("query", "key", "value"):
+        # outputs sliced: columns of the (second) kernel; a first factor is copied whole
+        for part, kept in (("query", cols), ("key", cols), ("value", cols), ("intermediate", units)):
             k, b = get(src + part)
-            put(dst + part, [k[:, cols], b[cols]])
-        k, b = get(src + "attention_output")
-        put(dst + "attention_output", [k[cols, :], b])
-        k, b = get(src + "intermediate")
-        put(dst + "intermediate", [k[:, units], b[units]])
-        k, b = get(src + "output")
-        put(dst + "output", [k[units, :], b])
+            put(dst + part, [k[:, kept], b[kept]])
+            if factored(dst + part):
+                put(dst + part + LOWRANK_SUFFIX, get(src + part + LOWRANK_SUFFIX))
+        # inputs sliced: rows of the (first) kernel; a second factor is copied whole
+        for part, kept in (("attention_output", cols), ("output", units)):
+            if factored(dst + part):
+                (k,) = get(src + part + LOWRANK_SUFFIX)
+                put(dst + part + LOWRANK_SUFFIX, [k[kept, :]])
+                put(dst + part, get(src + part))
+            else:
+                k, b = get(src + part)
+                put(dst + part, [k[kept, :], b])
         for part in ("attention_layer_norm", "output_layer_norm"):
             put(dst + part, get(src + part))
     return new

@@ -15,6 +15,8 @@ from tfspeed.models import layers as L
 from tfspeed.models.config import BertConfig
 
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
+LOWRANK_SUFFIX = "_lowrank"
+"""A factorised Dense `NAME` is the Dense `NAME + LOWRANK_SUFFIX` (m -> rank) followed by `NAME` (rank -> n)."""
 
 
 def _initializer():
@@ -42,7 +44,12 @@ def bert_outputs(config: BertConfig, inputs: dict) -> dict:
     mask = L.AttentionMask(name="attention_mask")(inputs["input_mask"])
 
     def dense(units, name, act=None):
-        return keras.layers.Dense(units, activation=act, kernel_initializer=_initializer(), name=name)
+        layer = keras.layers.Dense(units, activation=act, kernel_initializer=_initializer(), name=name)
+        rank = c.rank_of(name)
+        if rank is None:
+            return layer
+        low = keras.layers.Dense(rank, use_bias=False, kernel_initializer=_initializer(), name=name + LOWRANK_SUFFIX)
+        return lambda x: layer(low(x))
 
     encoder_outputs = []
     for i in range(c.num_layers):
@@ -136,6 +143,7 @@ def config_of(model: keras.Model) -> BertConfig:
     inter = [get(f"layer_{i}_intermediate").units for i in range(num_layers)]
     act = keras.activations.serialize(get("layer_0_intermediate").activation)
     act = act if isinstance(act, str) else act.get("config", {}).get("name", "gelu")
+    ranks = {n[:-len(LOWRANK_SUFFIX)]: get(n).units for n in names if n.endswith(LOWRANK_SUFFIX)}
     return BertConfig(
         vocab_size=word.input_dim, hidden_size=word.output_dim, num_layers=num_layers, num_heads=max(heads),
         intermediate_size=max(inter), max_positions=get("position_embedding").max_positions,
@@ -143,7 +151,7 @@ def config_of(model: keras.Model) -> BertConfig:
         attention_dropout=float(get("layer_0_attention_dropout").rate),
         activation=act if act in ("gelu", "relu") else "gelu",
         layer_norm_epsilon=float(get("embeddings_layer_norm").epsilon), head_size=scores0.head_size,
-        layer_num_heads=heads, layer_intermediate_sizes=inter)
+        layer_num_heads=heads, layer_intermediate_sizes=inter, ranks=ranks or None)
 
 
 def num_classes_of(model: keras.Model) -> int:

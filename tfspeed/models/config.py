@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Optional, Sequence
+import re
+from typing import Mapping, Optional, Sequence
 
 from tfspeed import _checks
 
 _ACTIVATIONS = ("gelu", "relu")
+# The Dense layers of the encoder, by name: what `ranks` may factorise.
+FACTORIZABLE = re.compile(r"layer_(\d+)_(query|key|value|attention_output|intermediate|output)|pooler_dense")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +33,10 @@ class BertConfig:
         head_size: width of one head. Defaults to `hidden_size // num_heads`.
         layer_num_heads: heads kept in each layer, after structured pruning. Defaults to `num_heads` everywhere.
         layer_intermediate_sizes: FFN width of each layer, after structured pruning. Defaults to `intermediate_size`.
+        ranks: low-rank factorisation (`tfspeed.compress.lowrank`): `{Dense name: rank}`; a named Dense (m -> n) is
+            built as a Dense `NAME_lowrank` (m -> rank, no bias) followed by the Dense `NAME` (rank -> n, with the
+            bias and activation). Names are the encoder's Dense layers (`layer_<i>_query` ... `layer_<i>_output`,
+            `pooler_dense`). Defaults to `None` (no layer factorised).
 
     Example:
 
@@ -51,6 +58,7 @@ class BertConfig:
     head_size: Optional[int] = None
     layer_num_heads: Optional[Sequence[int]] = None
     layer_intermediate_sizes: Optional[Sequence[int]] = None
+    ranks: Optional[Mapping[str, int]] = None
 
     def __post_init__(self):
         _checks.fields(self, ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
@@ -72,6 +80,32 @@ class BertConfig:
                 raise ValueError(f"Received an invalid value for `{name}`, expected {self.num_layers} positive "
                                  f"integers (one per layer). Received: {name}={getattr(self, name)!r}")
             object.__setattr__(self, name, tuple(value))
+        object.__setattr__(self, "ranks", self._checked_ranks(self.ranks))
+
+    def _checked_ranks(self, ranks) -> tuple:
+        """`ranks` as sorted `((name, rank), ...)` (hashable, as the dataclass is frozen), each one checked."""
+        if ranks is None:
+            return ()
+        items = ranks.items() if isinstance(ranks, Mapping) else ranks
+        try:
+            items = [(str(name), rank) for name, rank in items]
+        except (TypeError, ValueError):
+            raise ValueError("Received an invalid value for `ranks`, expected a mapping {Dense name: rank}. "
+                             f"Received: ranks={ranks!r}") from None
+        for name, rank in items:
+            m = FACTORIZABLE.fullmatch(name)
+            if m is None or (m.group(1) is not None and int(m.group(1)) >= self.num_layers):
+                raise ValueError(f"Received an invalid value for `ranks`: {name!r} is not a Dense layer of this "
+                                 f"encoder, expected names like layer_<i>_intermediate (i < {self.num_layers}) or "
+                                 f"pooler_dense. Received: ranks={dict(items)!r}")
+            if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+                raise ValueError(f"Received an invalid value for `ranks[{name!r}]`, expected a positive integer. "
+                                 f"Received: {rank!r}")
+        return tuple(sorted(items))
+
+    def rank_of(self, name: str) -> Optional[int]:
+        """The rank of the Dense `name` when it is factorised, else None."""
+        return dict(self.ranks).get(name)
 
     @property
     def is_uniform(self) -> bool:
@@ -80,16 +114,19 @@ class BertConfig:
                 and set(self.layer_intermediate_sizes) == {self.intermediate_size})
 
     def replace(self, **changes) -> "BertConfig":
-        """A copy with `changes`; per-layer lists are reset when `num_layers` changes and they are not given."""
+        """A copy with `changes`; per-layer lists and ranks are reset when `num_layers` changes and they are not
+        given."""
         if "num_layers" in changes:
             changes.setdefault("layer_num_heads", None)
             changes.setdefault("layer_intermediate_sizes", None)
+            changes.setdefault("ranks", None)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["layer_num_heads"] = list(self.layer_num_heads)
         d["layer_intermediate_sizes"] = list(self.layer_intermediate_sizes)
+        d["ranks"] = dict(self.ranks) or None
         return d
 
     @classmethod

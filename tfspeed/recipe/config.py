@@ -35,7 +35,7 @@ from tfspeed.distribute import STRATEGIES
 from tfspeed.stages.prune import PruneKind, PruneStageConfig
 from tfspeed.train import FinetuneConfig
 
-STAGES = ("vocab", "distill", "prune", "qat")
+STAGES = ("vocab", "distill", "prune", "lowrank", "qat")
 PRUNE_MODES = ("structured", "unstructured")
 
 

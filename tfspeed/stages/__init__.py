@@ -7,6 +7,7 @@ command and `tfspeed optimize`.
 | `vocab` | `tfspeed.stages.vocab` | `VocabConfig` |
 | `distill` | `tfspeed.stages.distill` | `DistillConfig` |
 | `prune` | `tfspeed.stages.prune` | `PruneStageConfig` (`PruneConfig`, `StructuredConfig`) |
+| `lowrank` | `tfspeed.stages.lowrank` | `LowRankConfig` |
 | `qat` | `tfspeed.stages.qat` | `QATConfig` |
 | (export) | `tfspeed.stages.export` | `ExportConfig` |
 

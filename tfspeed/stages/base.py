@@ -128,7 +128,7 @@ def stage_names() -> list:
     return list(_REGISTRY)
 
 
-_BUILTIN = ("finetune", "vocab", "distill", "prune", "qat")
+_BUILTIN = ("finetune", "vocab", "distill", "prune", "lowrank", "qat")
 
 
 def _load_builtin():

@@ -1,7 +1,8 @@
 """Which weights pruning targets: the kernel names of native tfspeed BERTs and the variable names of hub BERTs.
 
 Native layers (and tfspeed TF-Hub exports, whose variables carry the same names): attention `layer_<i>_query`, `_key`,
-`_value`, `_attention_output`, FFN `layer_<i>_intermediate`, `_output` and `pooler_dense`; on request the
+`_value`, `_attention_output`, FFN `layer_<i>_intermediate`, `_output` and `pooler_dense` (with the first
+factor `NAME_lowrank` of a factorised one, `tfspeed.compress.lowrank`); on request the
 `word_embeddings` / `type_embeddings` tables and the `classifier`. Model Garden TF-Hub BERTs: the same kernels under
 `transformer/layer_<i>/...` (3-D EinsumDense kernels) and `pooler_transform`.
 """
@@ -17,7 +18,8 @@ from tfspeed.compat import keras
 from tfspeed.models.bert import _unwrap
 
 # Names of the targeted kernels. Native layers (and tfspeed TF-Hub exports, whose variables carry the same names):
-_NATIVE_ENCODER = re.compile(r"layer_\d+_(query|key|value|attention_output|intermediate|output)|pooler_dense")
+_NATIVE_ENCODER = re.compile(r"(layer_\d+_(query|key|value|attention_output|intermediate|output)|pooler_dense)"
+                             r"(_lowrank)?")
 _NATIVE_EMBEDDINGS = ("word_embeddings", "type_embeddings")
 _NATIVE_CLASSIFIER = ("classifier",)
 # Model Garden TF-Hub BERT variables (3-D EinsumDense kernels):
