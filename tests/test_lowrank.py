@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
 from harness import assert_same_outputs, run_litert_parity_test, run_save_reload_test
+
 from tfspeed import artifacts
 from tfspeed.cli import main
 from tfspeed.compat import keras

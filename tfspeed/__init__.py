@@ -1,8 +1,8 @@
 """tfspeed: make a TF-Hub BERT fast and small with TensorFlow.
 
 The pipeline, in the order of the folders: `models` and `hub` (a BERT in), `data` (text in), `train` (fine-tune),
-`compress` (prune, factorise, quantization-aware training, distillation), `export` (TFLite), `profile` (measure), `stages` (one
-runner per stage), `recipe` (chain them), `cli`.
+`compress` (prune, factorise, quantization-aware training, distillation), `export` (TFLite), `profile` (measure),
+`stages` (one runner per stage), `recipe` (chain them), `cli`.
 
 The public verbs are here too (imported on first use, so `import tfspeed` stays light):
 

@@ -14,9 +14,9 @@ The rank of each chosen layer comes from one of:
 - `ratio`: each layer keeps this fraction of its multiply-adds (k = ratio * mn / (m + n)). The default, 0.5.
 - `rank`: the same rank everywhere.
 - `energy`: the smallest k whose singular values hold this fraction of the layer's Σ² (its squared Frobenius norm).
-- `budget`: the chosen layers together keep this fraction of their multiply-adds; ranks are bought greedily, `multiple_of`
-  at a time, for the layer whose next singular values add the most energy (as a fraction of that layer's) per
-  multiply-add.
+- `budget`: the chosen layers together keep this fraction of their multiply-adds; ranks are bought greedily,
+  `multiple_of` at a time, for the layer whose next singular values add the most energy (as a fraction of that
+  layer's) per multiply-add.
 
 Ranks are rounded to a multiple of `multiple_of` (8: whole SIMD registers in XNNPACK's GEMM kernels). Σ goes to both
 factors as √Σ (`sigma="split"`, the default: both factors have the same scale, which fine-tunes best at one learning
@@ -126,8 +126,8 @@ class LowRankConfig(StageConfig):
         if isinstance(self.layers, str):
             self.layers = _parse_layers(self.layers)
         if not self.layers or not all(isinstance(p, str) and p for p in self.layers):
-            raise ValueError("Received an invalid value for `layers`, expected groups among "
-                             f"{sorted(GROUPS)} or regular expressions of Dense names. Received: layers={self.layers!r}")
+            raise ValueError(f"Received an invalid value for `layers`, expected groups among {sorted(GROUPS)} or "
+                             f"regular expressions of Dense names. Received: layers={self.layers!r}")
         for p in self.layers:
             if p not in GROUPS:
                 try:

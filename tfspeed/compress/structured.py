@@ -49,7 +49,6 @@ import numpy as np
 
 from tfspeed.compat import keras, tf
 from tfspeed.config import StageConfig, StrEnum, check_positive_int, field
-from tfspeed.models.config import FACTORIZABLE
 from tfspeed.models.bert import (
     LOWRANK_SUFFIX,
     _unwrap,
@@ -60,6 +59,7 @@ from tfspeed.models.bert import (
     layer_by_name,
     num_classes_of,
 )
+from tfspeed.models.config import FACTORIZABLE
 
 
 class _Choice(StrEnum):
