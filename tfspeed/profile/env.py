@@ -18,6 +18,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+_SIMD = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
+         "amx_int8", "amx_bf16", "asimd", "asimddp", "sve")
+
+
+def cpu_flags() -> list:
+    """The CPU's SIMD features that decide TensorFlow's and XNNPACK's kernels (AVX2, AVX-512, VNNI, AMX; NEON / SVE
+    on Arm), from /proc/cpuinfo; empty where it is missing."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith(("flags", "features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return [flag for flag in _SIMD if flag in have]
+    except OSError:
+        pass
+    return []
+
+
 def _version(dist: str):
     try:
         return importlib.metadata.version(dist)
@@ -35,6 +53,7 @@ def environment() -> dict:
         affinity = os.cpu_count()
     return {
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
         "cpus_available": affinity,
         "machine": platform.machine(),
