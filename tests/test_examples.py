@@ -58,8 +58,17 @@ def check_profile_tflite(out, stdout):
     assert _number(r"\((\d+\.\d+)x faster\)", stdout) > 0
 
 
+def check_factorize_ffn(out, stdout):
+    assert "layer_1_output" in stdout and (out / "model_lowrank.keras").is_file()  # the per-layer table, the model
+    assert _number(r"FFN multiply-adds kept: (\d\.\d+)", stdout) <= 0.5
+    for who in ("unfactorised", "factorised", "after distillation"):
+        assert 0.0 < _number(who + r" (\d\.\d+)", stdout) <= 1.0
+    assert _number(r"factorised / unfactorised = (\d+\.\d+)", stdout) > 0
+
+
 CHECKS = {"finetune_and_export": check_finetune_and_export, "prune_2of4": check_prune_2of4,
-          "qat_int8": check_qat_int8, "distill": check_distill, "profile_tflite": check_profile_tflite}
+          "qat_int8": check_qat_int8, "distill": check_distill, "profile_tflite": check_profile_tflite,
+          "factorize_ffn": check_factorize_ffn}
 
 
 def test_every_example_is_tested_and_listed():
