@@ -129,7 +129,14 @@ def test_factorised_shape_round_trips_everywhere(config, inputs, vocab_file, tmp
     assert config_of(load_encoder(str(path))) == config_of(encoder_of(small))
     # every TFLite mode converts; float32 matches Keras, dynamic range stays close
     run_litert_parity_test(small, inputs, "float32", atol=1e-4)
+    run_litert_parity_test(small, inputs, "float16", atol=1e-2)
     run_litert_parity_test(small, inputs, "dynamic", atol=0.05)
+    from tfspeed import export
+    from tfspeed.export.ops import op_histogram
+
+    int8 = export.convert(small, "int8", seq_length=12, calibration=inputs)
+    matmuls = op_histogram(int8)["int8"]["FULLY_CONNECTED"]  # both factors of every factorised Dense
+    assert matmuls["int8"] == matmuls["total"] >= 2 * 13 + 1, matmuls
 
 
 def test_encoder_factorises_too(config, inputs):
