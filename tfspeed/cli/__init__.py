@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 # Command modules, in pipeline order; each has `register(subparsers)` setting `func` on its parser.
 COMMANDS = ("finetune", "export", "predict", "profile", "prune", "factorize", "qat", "distill", "optimize")
@@ -34,6 +36,10 @@ def build_parser(command=None) -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     first = next((a for a in argv if not a.startswith("-")), None)
@@ -47,6 +53,10 @@ def main(argv=None) -> int:
         setattr(args, rest, list(getattr(args, rest)) + extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # a polite kill (SIGTERM, e.g. a CI timeout) unwinds like Ctrl-C: temporary outputs removed, claims released
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, RuntimeError) as e:
@@ -54,6 +64,9 @@ def main(argv=None) -> int:
             raise
         print(f"ERROR: {e}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
