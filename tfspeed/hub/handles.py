@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import tensorflow_hub as hub  # noqa: E402
 
-from tfspeed import _io
+from tfspeed import _io, _wheels
 from tfspeed.compat import keras, tf
 from tfspeed.hub import export, presets, weights
 from tfspeed.models.bert import INPUT_NAMES, build_classifier, build_encoder, config_of
@@ -44,10 +45,14 @@ def resolve(handle) -> str:
     handle = str(handle)
     if handle in presets.PRESETS:
         path = _io.cache_dir() / "presets" / handle / "encoder"
-        if not path.exists():
+        if not _wheels.verify_tree(path):  # missing, half-written or changed since it was exported: export again
+            if path.exists():
+                warnings.warn(f"The cached preset export {path} does not match the checksums recorded when it was "
+                              "written: exporting it again.", RuntimeWarning, stacklevel=2)
             encoder = presets.build_preset_encoder(handle)
             vocab = presets.vocab_path(handle)
-            export.export_encoder(encoder, path, vocab_path=vocab, overwrite=False)
+            _wheels.write_cached(path, lambda p: export.export_encoder(encoder, p, vocab_path=vocab, overwrite=True))
+            _wheels.record_tree(path)
         return str(path)
     if is_url(handle):
         return handle
