@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -63,7 +64,41 @@ def save_model_dir(model: keras.Model, out, info: ModelInfo, metrics: Optional[d
             (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_io._json_default) + "\n")
         if extra_files is not None:
             extra_files(tmp)
+        _write_checksums(tmp)
     return Path(out)
+
+
+CHECKSUMS = "checksums.json"
+_CHECKED = ("model.keras", "tfspeed.json", "vocab.txt")
+
+
+def _write_checksums(folder: Path):
+    from tfspeed._wheels import sha256_of
+
+    sums = {name: sha256_of(folder / name) for name in _CHECKED if (folder / name).is_file()}
+    (folder / CHECKSUMS).write_text(json.dumps(sums, indent=2) + "\n")
+
+
+def verify(path):
+    """Checks a model directory's files against the checksums recorded when it was written (directories written
+    before checksums were kept pass); a truncated or changed file is a ValueError naming it."""
+    from tfspeed._wheels import sha256_of
+
+    path = Path(path)
+    record = path / CHECKSUMS
+    if not record.is_file():
+        return
+    try:
+        sums = json.loads(record.read_text())
+    except ValueError:
+        raise ValueError(f"The model directory {str(path)!r} is corrupted: {CHECKSUMS} is not valid JSON. Rerun "
+                         "the stage that wrote it.") from None
+    for name, digest in sums.items():
+        f = path / name
+        if not f.is_file() or sha256_of(f) != digest:
+            what = "is missing" if not f.is_file() else "does not match the checksum recorded when it was written"
+            raise ValueError(f"The model directory {str(path)!r} is corrupted or half-written: {name} {what}. Rerun "
+                             "the stage that wrote it (or restore the directory).")
 
 
 def is_model_dir(path) -> bool:
@@ -76,20 +111,30 @@ def load_info(path) -> ModelInfo:
     if not is_model_dir(path):
         raise ValueError(f"Expected a tfspeed model directory (with model.keras and tfspeed.json) for `model`. "
                          f"Received: {str(path)!r}")
-    meta = json.loads((path / "tfspeed.json").read_text())
-    meta.pop("format_version", None)
-    if meta.get("vocab_path"):
-        meta["vocab_path"] = str(path / meta["vocab_path"])
-    return ModelInfo(**meta)
+    try:
+        meta = json.loads((path / "tfspeed.json").read_text())
+        meta.pop("format_version", None)
+        if meta.get("vocab_path"):
+            meta["vocab_path"] = str(path / meta["vocab_path"])
+        return ModelInfo(**meta)
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ValueError(f"The model directory {str(path)!r} has a corrupted tfspeed.json ({e}). Rerun the stage "
+                         "that wrote it.") from None
 
 
 def load_model_dir(path, compile: bool = False, scope: Optional[dict] = None):
     """(model, info) from a model directory, loaded with `custom_objects()` (any tfspeed model: native, hub-layer,
     pruned, QAT); `scope` adds more custom objects."""
     info = load_info(path)
+    verify(path)
     objects = {**custom_objects(), **(scope or {})}
-    with keras.utils.custom_object_scope(objects):
-        model = keras.models.load_model(Path(path) / "model.keras", compile=compile)
+    try:
+        with keras.utils.custom_object_scope(objects):
+            model = keras.models.load_model(Path(path) / "model.keras", compile=compile)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"The model directory {str(path)!r} has a model.keras Keras cannot load "
+                         f"({type(e).__name__}: {str(e)[:200]}). It is corrupted or was not written by this tfspeed; "
+                         "rerun the stage that wrote it.") from None
     return model, info
 
 

@@ -36,6 +36,20 @@ def build_parser(command=None) -> argparse.ArgumentParser:
     return parser
 
 
+def _write_traceback(argv) -> str:
+    """Writes the current exception's traceback (and the command line) to a log file; returns its path."""
+    import time
+    import traceback
+
+    from tfspeed import _io
+
+    folder = _io.cache_dir() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"tfspeed-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    path.write_text(f"tfspeed {' '.join(argv)}\n\n{traceback.format_exc()}", encoding="utf-8")
+    return str(path)
+
+
 def _exit_on_sigterm(signum, frame):
     raise SystemExit(128 + signum)
 
@@ -63,6 +77,20 @@ def main(argv=None) -> int:
         if os.environ.get("TFSPEED_DEBUG"):
             raise
         print(f"ERROR: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the machine's: permissions, a full disk, a folder where a file was expected
+        if os.environ.get("TFSPEED_DEBUG"):
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"ERROR: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - anything else: one line here, the traceback in a log file
+        if os.environ.get("TFSPEED_DEBUG"):
+            raise
+        log = _write_traceback(argv)
+        print(f"ERROR: unexpected {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''} -- tfspeed "
+              f"does not check this case yet. The full traceback is in {log} (TFSPEED_DEBUG=1 shows it here).",
+              file=sys.stderr)
         return 1
     finally:
         if previous is not None:

@@ -7,6 +7,7 @@ import dataclasses
 from typing import Optional
 
 from tfspeed.config import StageConfig, check_positive_int, field
+from tfspeed.data.datasets import BadRows, load_dataset
 
 
 def _names(text: str) -> tuple:
@@ -22,8 +23,12 @@ class DataConfig(StageConfig):
         text_column: text column of a CSV / JSONL file. Defaults to `"text"`.
         label_column: label column of a CSV / JSONL file. Defaults to `"label"`.
         label_names: label names in index order. Defaults to `None` (the file's sorted labels).
-        limit: use only the first N training examples (quick runs). Defaults to `None` (all).
-        eval_limit: use only the first N validation / test examples. Defaults to `None` (all).
+        limit: use N training examples (quick runs): a seeded sample with every class in its share. Defaults to
+            `None` (all).
+        eval_limit: the same for the validation and test splits. Defaults to `None` (all).
+        on_bad_row: a bad row of a file (missing or extra fields, empty text or label, unknown label, a repeated text
+            with another label): `"error"` (refused with file and line) or `"skip"` (counted). Defaults to `"error"`.
+        encoding: text encoding of a file. Defaults to `"utf-8"`.
     """
 
     data: str = field("rotten_tomatoes", help="'rotten_tomatoes' or a .csv/.tsv/.jsonl file")
@@ -32,8 +37,13 @@ class DataConfig(StageConfig):
     label_names: Optional[tuple] = field(None, parse=_names,
                                          help="comma-separated label names in index order (default: the file's labels, "
                                               "sorted)")
-    limit: Optional[int] = field(None, help="use only the first N training examples")
-    eval_limit: Optional[int] = field(None, help="use only the first N validation/test examples")
+    limit: Optional[int] = field(None, help="use N training examples: a seeded sample, every class in its share")
+    eval_limit: Optional[int] = field(None, help="use N validation/test examples (a seeded sample, every class in its "
+                                                 "share)")
+    on_bad_row: BadRows = field(BadRows.ERROR, help="a bad row of a file (missing/extra fields, empty text or label, "
+                                                    "unknown label, a repeated text with another label): error, or "
+                                                    "skip it (counted)")
+    encoding: str = field("utf-8", help="text encoding of a .csv/.tsv/.jsonl file")
 
     def validate(self):
         self.data = str(self.data)
@@ -46,10 +56,9 @@ class DataConfig(StageConfig):
         if self.data == "rotten_tomatoes":
             return {}
         names = list(self.label_names) if self.label_names is not None else None
-        return {"text_column": self.text_column, "label_column": self.label_column, "label_names": names}
+        return {"text_column": self.text_column, "label_column": self.label_column, "label_names": names,
+                "on_bad_row": self.on_bad_row.value, "encoding": self.encoding}
 
     def load(self):
         """The `TextDataset`."""
-        from tfspeed.data.datasets import load_dataset
-
         return load_dataset(self.data, **self.loader_kwargs())

@@ -78,11 +78,40 @@ class EncodedSplit:
         return ds.prefetch(2)
 
 
+def check_splits(dataset, limit: Optional[int] = None, eval_limit: Optional[int] = None):
+    """Refuses splits a classifier cannot be trained or judged on: an empty split, a training split with one class,
+    a class the evaluation splits have and training (after `limit`) does not. Errors name the dataset, the split,
+    the counts per class and the setting to change."""
+    names = list(dataset.label_names)
+
+    def counts(split):
+        values, n = np.unique(split.labels, return_counts=True)
+        return {names[v] if v < len(names) else int(v): int(c) for v, c in zip(values, n)}
+
+    for split_name in ("train", "validation", "test"):
+        if len(dataset.split(split_name)) == 0:
+            raise ValueError(f"The {split_name} split of dataset {dataset.name!r} is empty: rows are split by a hash "
+                             "of the text (about 80% train, 10% validation, 10% test), so a file of a few rows can "
+                             "leave a split empty. Use a larger file.")
+    train = dataset.train.take(limit)
+    seen = counts(train)
+    after = f" (after `limit`={limit}, --limit)" if limit is not None else ""
+    if len(seen) < 2:
+        raise ValueError(f"The training split of dataset {dataset.name!r} has examples of one class only{after}: "
+                         f"{seen}; a classifier needs at least 2. Raise --limit, or check --label-column.")
+    for split_name in ("validation", "test"):
+        missing = {k: v for k, v in counts(dataset.split(split_name).take(eval_limit)).items() if k not in seen}
+        if missing:
+            raise ValueError(f"The {split_name} split of dataset {dataset.name!r} has classes the training split has "
+                             f"no example of{after}: {missing} (training: {seen}). Raise --limit, or check the data.")
+
+
 class EncodedDataset:
     """A `TextDataset` tokenized once: `train`, `validation`, `test` as `EncodedSplit`s, plus the tokenizer used."""
 
     def __init__(self, dataset, tokenizer: Tokenizer, limit: Optional[int] = None, eval_limit: Optional[int] = None):
         self.dataset, self.tokenizer = dataset, tokenizer
+        check_splits(dataset, limit, eval_limit)
         self.train = EncodedSplit.from_split(dataset.train, tokenizer, limit)
         self.validation = EncodedSplit.from_split(dataset.validation, tokenizer, eval_limit)
         self.test = EncodedSplit.from_split(dataset.test, tokenizer, eval_limit)

@@ -152,6 +152,29 @@ def model_info(source, stage: str, vocab_path=None, **extra):
                                stage=stage, vocab_path=str(vocab_path or source.vocab_path), extra=extra)
 
 
+def load_teacher(ctx: StageContext, source, info):
+    """The chain's teacher (`ctx.teacher_dir`) for distilling the model directory `source`, or None when there is
+    none (or it is `source` itself). Refused when it reads other token ids or predicts other labels than `source`."""
+    from tfspeed import artifacts
+
+    if ctx.teacher_dir is None or Path(ctx.teacher_dir).resolve() == Path(source).resolve():
+        return None
+    teacher_info = artifacts.load_info(ctx.teacher_dir)
+    if list(teacher_info.label_names) != list(info.label_names):
+        raise ValueError(f"The teacher {str(ctx.teacher_dir)!r} predicts labels {list(teacher_info.label_names)}, the "
+                         f"model {str(source)!r} {list(info.label_names)}: distillation needs the same labels in the "
+                         "same order.")
+    vocab = [Path(p).read_text(encoding="utf-8") if p and Path(p).is_file() else None
+             for p in (teacher_info.vocab_path, info.vocab_path)]
+    if None not in vocab and vocab[0] != vocab[1]:
+        raise ValueError(f"The teacher {str(ctx.teacher_dir)!r} and the model {str(source)!r} have different "
+                         f"vocabularies ({len(vocab[0].splitlines())} and {len(vocab[1].splitlines())} tokens): the "
+                         "teacher would read other token ids. Distil from a teacher with the model's vocabulary.")
+    with ctx.strategy.scope():
+        teacher, _ = artifacts.load_model_dir(ctx.teacher_dir)
+    return teacher
+
+
 def load_source(source, ctx: StageContext):
     """`(model, info, encoded)`: a model directory loaded, and the data tokenized with its vocabulary."""
     from tfspeed import artifacts

@@ -41,7 +41,8 @@ def run(source, config: FinetuneConfig, out: Optional[Path], ctx: StageContext, 
                "validation_accuracy": accuracy(model, encoded.validation), "dataset": dataset.name,
                "model": str(source), "seq_length": seq_length, "epochs": config.epochs,
                "batch_size": config.batch_size, "learning_rate": config.learning_rate,
-               "train_examples": len(encoded.train), "seconds_per_epoch": history.history["seconds_per_epoch"],
+               "train_examples": len(encoded.train), "skipped_rows": dict(getattr(dataset, "skipped", {})),
+               "seconds_per_epoch": history.history["seconds_per_epoch"],
                "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}
     if out is not None:
         info = artifacts.ModelInfo(seq_length=seq_length, label_names=encoded.label_names, base=str(source),

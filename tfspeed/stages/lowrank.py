@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tfspeed.compress.lowrank import LowRankConfig
-from tfspeed.stages.base import StageContext, load_source, model_info, register_stage
+from tfspeed.stages.base import StageContext, load_source, load_teacher, model_info, register_stage
 
 
 @register_stage("lowrank", LowRankConfig, help="factorise Dense layers into two thinner ones (truncated SVD)")
@@ -40,9 +40,10 @@ def run(source, config: LowRankConfig, out: Path, ctx: StageContext, callbacks: 
         fit_callbacks = [*ctx.backup("lowrank"), *callbacks]
         with ctx.strategy.scope():
             if config.distill:
-                teacher = model
-                if ctx.teacher_dir is not None and Path(ctx.teacher_dir) != Path(source):
-                    teacher, _ = artifacts.load_model_dir(ctx.teacher_dir)
+                teacher = load_teacher(ctx, source, info)
+                if teacher is None:
+                    teacher = model
+                else:
                     metrics["teacher"] = str(ctx.teacher_dir)
                 result = fit_student(factorised, teacher, encoded.train, encoded.validation, epochs=config.epochs,
                                      batch_size=config.batch_size, learning_rate=config.learning_rate,

@@ -11,7 +11,7 @@ from typing import Sequence
 from tfspeed.compress.pruning import PruneConfig
 from tfspeed.compress.structured import StructuredConfig
 from tfspeed.config import StageConfig, StrEnum, field
-from tfspeed.stages.base import StageContext, register_stage
+from tfspeed.stages.base import StageContext, load_teacher, register_stage
 
 
 class PruneKind(StrEnum):
@@ -83,12 +83,11 @@ def run(source, config: PruneStageConfig, out: Path, ctx: StageContext, callback
         metrics["hidden_weight"] = p.hidden_weight
     teacher = None
     if p.distill:
-        if ctx.teacher_dir is not None and Path(ctx.teacher_dir) != Path(source):
-            with ctx.strategy.scope():
-                teacher, _ = artifacts.load_model_dir(ctx.teacher_dir)
-            metrics["teacher"] = str(ctx.teacher_dir)
-        else:
+        teacher = load_teacher(ctx, source, info)
+        if teacher is None:
             teacher = model
+        else:
+            metrics["teacher"] = str(ctx.teacher_dir)
     steps = -(-len(encoded.train) // p.batch_size)
     extra_callbacks = [*ctx.backup("prune"), *callbacks]
 

@@ -19,6 +19,13 @@ __all__ = ["Distiller"]
 
 
 @keras.saving.register_keras_serializable(package="tfspeed")
+def _vocab_size(model):
+    """The word-embedding rows of a native tfspeed BERT, else None (a hub layer does not say)."""
+    from tfspeed.models.bert import _unwrap, is_bert, layer_by_name
+
+    return int(_unwrap(layer_by_name(model, "word_embeddings")).input_dim) if is_bert(model) else None
+
+
 class Distiller(keras.Model):
     """Trains `student` to match a frozen `teacher` (Hinton's soft targets, plus TinyBERT's intermediate losses).
 
@@ -69,6 +76,11 @@ class Distiller(keras.Model):
         if t_classes != s_classes:
             raise ValueError(f"`teacher` and `student` must predict the same classes. Received: teacher with "
                              f"{t_classes} outputs, student with {s_classes}.")
+        vocab = {role: _vocab_size(model) for role, model in (("teacher", teacher), ("student", student))}
+        if None not in vocab.values() and vocab["teacher"] != vocab["student"]:
+            raise ValueError(f"`teacher` and `student` must read the same token ids. Received: a teacher with a "
+                             f"vocabulary of {vocab['teacher']} tokens, a student with {vocab['student']}. Distil from "
+                             "a teacher with the student's vocabulary (after `trim_vocabulary`, the trimmed teacher).")
         intermediate = self.hidden_weight > 0 or self.attention_weight > 0
         self._layer_map_arg = None if layer_map is None else [int(i) for i in layer_map]
         if intermediate or layer_map is not None:
