@@ -2,12 +2,12 @@
 
 From a fine-tuned MiniLM teacher (a model directory from `tfspeed finetune minilm-l6 --data rotten_tomatoes`):
 
-- the FFN factorised to 30 / 50 / 70% of its multiply-adds (`ratio`, √Σ on both factors), test accuracy before and
-  after fine-tuning by distillation from the teacher (logits + hidden states, the `lowrank` stage's default);
-- at 50%: Σ on the first factor instead of split, to see which fine-tunes better;
+- the FFN factorised to 30 / 50 / 70% of its multiply-adds (`ratio`), with √Σ on both factors and with Σ on the
+  first, test accuracy before and after fine-tuning by distillation from the teacher (logits + hidden states, the
+  `lowrank` stage's default), to see which placement fine-tunes better;
 - the same 50% of the FFN's multiply-adds removed by structured pruning of FFN units (Taylor importance, the
   `prune` stage, distilled the same way), and the two combined (25% of the units removed, then the rest factorised
-  to 2/3 of its multiply-adds: 0.75 x 2/3 = 50%);
+  to 2/3 of its multiply-adds: 0.75 x 2/3 = 50%), with each Σ placement;
 - dynamic-range .tflite of each, timed interleaved with the teacher's at the same sequence length, 1 thread.
 
 Every model fine-tunes with the same epochs, learning rate and batch size. Writes benchmarks/results/lowrank_minilm.json
@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     p.add_argument("--seq-length", type=int, default=64, help="training / evaluation length (the longest review: 60)")
     p.add_argument("--latency-length", type=int, default=128, help="sequence length of the timed .tflite files")
     p.add_argument("--runs", type=int, default=60)
+    p.add_argument("--cases", default=None, help="comma-separated subset of the cases (default: all)")
     p.add_argument("--out", default=str(RESULTS / "lowrank_minilm.json"))
     args = p.parse_args(argv)
     env = environment()
@@ -69,6 +70,11 @@ def main(argv=None) -> int:
         "structured-ffn-25": structured(0.25),
     }
     cases["structured-25+lowrank-67"] = lowrank(2 / 3, source=work / "structured-ffn-25")
+    for r in (70, 30):
+        cases[f"lowrank-{r}-sigma-first"] = lowrank(r / 100, "first")
+    cases["structured-25+lowrank-67-sigma-first"] = lowrank(2 / 3, "first", source=work / "structured-ffn-25")
+    if args.cases:
+        cases = {k: v for k, v in cases.items() if k in args.cases.split(",")}
     results = {"environment": env, "settings": vars(args), "models": {}}
     for name, (stage, source, config) in cases.items():
         out = work / name
@@ -146,11 +152,16 @@ def _plot(results, path):
 
     models = results["models"]
     fig, ax = plt.subplots(figsize=(6, 4))
-    sweep = sorted((models[n]["ffn_macs_kept"], models[n]["accuracy_before_finetuning"], models[n]["accuracy"])
-                   for n in ("lowrank-30", "lowrank-50", "lowrank-70"))
-    ax.plot([s[0] for s in sweep], [s[1] for s in sweep], "o--", label="low rank, before fine-tuning")
-    ax.plot([s[0] for s in sweep], [s[2] for s in sweep], "o-", label="low rank, distilled")
-    for name, marker in (("structured-ffn-50", "s"), ("structured-ffn-25", "s"), ("structured-25+lowrank-67", "^")):
+    for suffix, label, style in (("", "√Σ on both", "o-"), ("-sigma-first", "Σ first", "o-")):
+        sweep = sorted((models[n]["ffn_macs_kept"], models[n]["accuracy_before_finetuning"], models[n]["accuracy"])
+                       for n in (f"lowrank-{r}{suffix}" for r in (30, 50, 70)) if n in models)
+        if not suffix:
+            ax.plot([s[0] for s in sweep], [s[1] for s in sweep], "o--", label="low rank, before fine-tuning")
+        ax.plot([s[0] for s in sweep], [s[2] for s in sweep], style, label=f"low rank, distilled ({label})")
+    for name, marker in (("structured-ffn-50", "s"), ("structured-ffn-25", "s"), ("structured-25+lowrank-67", "^"),
+                         ("structured-25+lowrank-67-sigma-first", "v")):
+        if name not in models:
+            continue
         ax.plot(models[name]["ffn_macs_kept"], models[name]["accuracy"], marker, label=name)
     ax.axhline(results["teacher"]["accuracy"], color="gray", lw=0.8, label="teacher")
     ax.set_xlabel("FFN multiply-adds kept")

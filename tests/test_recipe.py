@@ -115,8 +115,8 @@ def test_optimize_end_to_end_and_resume(tiny_teacher_dir, sentiment_csv, tmp_pat
     assert "real-text profile: done before, kept" in log
 
 
-class _Interrupted(Exception):
-    """Stands for a killed job: not one of the errors `tfspeed` turns into `ERROR:` lines."""
+class _Interrupted(BaseException):
+    """Stands for a killed job (like KeyboardInterrupt, not an error `tfspeed` turns into an `ERROR:` line)."""
 
 
 def test_interrupted_training_stage_resumes_from_its_last_epoch(tiny_teacher_dir, sentiment_csv, tmp_path, capsys,

@@ -143,7 +143,8 @@ def release(path):
 
 
 @atexit.register
-def _release_all():
+def release_all():
+    """Gives up every claim this process holds (at exit, and when a `tfspeed` command returns)."""
     for key in list(_CLAIMS):
         release(key)
 

@@ -95,6 +95,9 @@ def main(argv=None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        from tfspeed import _io
+
+        _io.release_all()  # the command is over: what it claimed and did not write is free again
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ class Optimizer:
 
     def __init__(self, config: RecipeConfig, out, log: Callable[[str], None] = print, overwrite: bool = False):
         self.config, self.out, self.log = config, Path(out), log
+        # one run per output folder: a second `optimize` on it stops here (a rerun after this one resumes it)
+        _io.claim(self.out, overwrite=True, argument="out")
         self._check_out(overwrite)
 
     def _check_out(self, overwrite: bool):
@@ -90,6 +92,7 @@ class Optimizer:
         if c.real_text:
             profile["real_text"] = self._real_text_profile(ctx, exports, steps - 1, steps)
         report = self._report(exports, profile, steps, steps, time.perf_counter() - start)
+        _io.release(self.out)
         return report
 
     def _config_of(self, name: str):

@@ -18,7 +18,6 @@ from tfspeed.compress.distillation.losses import distillation_loss, masked_atten
 __all__ = ["Distiller"]
 
 
-@keras.saving.register_keras_serializable(package="tfspeed")
 def _vocab_size(model):
     """The word-embedding rows of a native tfspeed BERT, else None (a hub layer does not say)."""
     from tfspeed.models.bert import _unwrap, is_bert, layer_by_name
@@ -26,6 +25,7 @@ def _vocab_size(model):
     return int(_unwrap(layer_by_name(model, "word_embeddings")).input_dim) if is_bert(model) else None
 
 
+@keras.saving.register_keras_serializable(package="tfspeed")
 class Distiller(keras.Model):
     """Trains `student` to match a frozen `teacher` (Hinton's soft targets, plus TinyBERT's intermediate losses).
 
