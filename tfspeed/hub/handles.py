@@ -63,8 +63,10 @@ def resolve_preprocessor(handle, seq_length: int = 128) -> str:
     """The preprocessing SavedModel matching `handle` (its vocabulary), exported once into the cache."""
     vocab = vocab_path(handle)
     path = _io.cache_dir() / "preprocess" / f"{_slug(str(vocab))}-{seq_length}"
-    if not path.exists():
-        export.export_preprocessor(vocab, path, seq_length=seq_length)
+    if not _wheels.verify_tree(path):  # missing, half-written or changed: export again
+        _wheels.write_cached(path, lambda p: export.export_preprocessor(vocab, p, seq_length=seq_length,
+                                                                        overwrite=True))
+        _wheels.record_tree(path)
     return str(path)
 
 
