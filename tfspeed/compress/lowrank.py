@@ -53,6 +53,7 @@ from tfspeed.models.bert import (
     _unwrap,
     build_classifier,
     build_encoder,
+    check_plain_bert,
     config_of,
     copy_weights,
     is_bert,
@@ -230,14 +231,7 @@ class FactorizeReport:
 # ======================================================================================================================
 
 def _check_model(model):
-    if not isinstance(model, keras.Model) or not is_bert(model):
-        raise ValueError("Expected a native tfspeed BERT (encoder or classifier) for `model`. A classifier on a "
-                         "hub.KerasLayer has no Dense layers to factorise: import the encoder first with "
-                         "`tfspeed.hub.build_classifier_from(handle)` (or `tfspeed finetune`). "
-                         f"Received: {getattr(model, 'name', type(model).__name__)!r}")
-    if any(_unwrap(l) is not l for l in model.layers):
-        raise ValueError(f"`model` {model.name!r} has TFMOT wrappers (pruning or quantization). Factorise the plain "
-                         "model (prune and quantize after), or strip it first: `tfspeed.compress.pruning.strip`.")
+    check_plain_bert(model, "has no Dense layers to factorise")
 
 
 def dense_layers(model) -> list:

@@ -54,8 +54,8 @@ from tfspeed.models.bert import (
     _unwrap,
     build_classifier,
     build_encoder,
+    check_plain_bert,
     config_of,
-    is_bert,
     layer_by_name,
     num_classes_of,
 )
@@ -180,13 +180,7 @@ class StructuredConfig(StageConfig):
 
 
 def _check_model(model):
-    if not isinstance(model, keras.Model) or not is_bert(model):
-        raise ValueError("Expected a native tfspeed BERT (encoder or classifier) for `model`. A classifier on a "
-                         "hub.KerasLayer cannot be sliced: import the encoder with `tfspeed.hub.load_encoder` first. "
-                         f"Received: {getattr(model, 'name', type(model).__name__)!r}")
-    if any(_unwrap(l) is not l for l in model.layers):
-        raise ValueError(f"`model` {model.name!r} has TFMOT wrappers (pruning or quantization). Pass the plain model, "
-                         "e.g. `tfspeed.compress.pruning.strip(model)`.")
+    check_plain_bert(model, "cannot be sliced")
 
 
 def _is_classifier(model) -> bool:

@@ -121,6 +121,20 @@ def layer_by_name(model: keras.Model, name: str):
                      f"{[l.name for l in model.layers][:12]}...")
 
 
+def check_plain_bert(model, why: str):
+    """Refuses anything but a native tfspeed BERT without TFMOT wrappers, saying `why` a hub-layer model does not do.
+
+    The check of the verbs that rebuild a BERT from its config (structured pruning, factorisation)."""
+    if not isinstance(model, keras.Model) or not is_bert(model):
+        received = getattr(model, "name", type(model).__name__)
+        raise ValueError(f"Expected a native tfspeed BERT (encoder or classifier) for `model`. A classifier on a "
+                         f"hub.KerasLayer {why}: import the encoder first with `tfspeed.hub.build_classifier_from("
+                         f"handle)` (or `tfspeed finetune`). Received: {received!r}")
+    if any(_unwrap(l) is not l for l in model.layers):
+        raise ValueError(f"`model` {model.name!r} has TFMOT wrappers (pruning or quantization). Pass the plain model "
+                         "(prune and quantize after), or strip it first: `tfspeed.compress.pruning.strip(model)`.")
+
+
 def is_bert(model) -> bool:
     names = {_unwrap(l).name for l in getattr(model, "layers", [])}
     return {"word_embeddings", "position_embedding", "layer_0_query", "pooler_dense"} <= names

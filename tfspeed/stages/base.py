@@ -152,13 +152,14 @@ def model_info(source, stage: str, vocab_path=None, **extra):
                                stage=stage, vocab_path=str(vocab_path or source.vocab_path), extra=extra)
 
 
-def load_teacher(ctx: StageContext, source, info):
-    """The chain's teacher (`ctx.teacher_dir`) for distilling the model directory `source`, or None when there is
-    none (or it is `source` itself). Refused when it reads other token ids or predicts other labels than `source`."""
+def load_teacher(ctx: StageContext, source, info, model, metrics: dict):
+    """The teacher for distilling the model directory `source`: the chain's teacher (`ctx.teacher_dir`, recorded in
+    `metrics["teacher"]`) when there is one other than `source`, else `model` (the source's own model, loaded).
+    Refused when it reads other token ids or predicts other labels than `source`."""
     from tfspeed import artifacts
 
     if ctx.teacher_dir is None or Path(ctx.teacher_dir).resolve() == Path(source).resolve():
-        return None
+        return model
     teacher_info = artifacts.load_info(ctx.teacher_dir)
     if list(teacher_info.label_names) != list(info.label_names):
         raise ValueError(f"The teacher {str(ctx.teacher_dir)!r} predicts labels {list(teacher_info.label_names)}, the "
@@ -172,6 +173,7 @@ def load_teacher(ctx: StageContext, source, info):
                          "teacher would read other token ids. Distil from a teacher with the model's vocabulary.")
     with ctx.strategy.scope():
         teacher, _ = artifacts.load_model_dir(ctx.teacher_dir)
+    metrics["teacher"] = str(ctx.teacher_dir)
     return teacher
 
 

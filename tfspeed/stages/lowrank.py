@@ -40,11 +40,7 @@ def run(source, config: LowRankConfig, out: Path, ctx: StageContext, callbacks: 
         fit_callbacks = [*ctx.backup("lowrank"), *callbacks]
         with ctx.strategy.scope():
             if config.distill:
-                teacher = load_teacher(ctx, source, info)
-                if teacher is None:
-                    teacher = model
-                else:
-                    metrics["teacher"] = str(ctx.teacher_dir)
+                teacher = load_teacher(ctx, source, info, model, metrics)
                 result = fit_student(factorised, teacher, encoded.train, encoded.validation, epochs=config.epochs,
                                      batch_size=config.batch_size, learning_rate=config.learning_rate,
                                      hidden_weight=config.hidden_weight, callbacks=fit_callbacks,

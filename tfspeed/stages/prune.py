@@ -83,11 +83,7 @@ def run(source, config: PruneStageConfig, out: Path, ctx: StageContext, callback
         metrics["hidden_weight"] = p.hidden_weight
     teacher = None
     if p.distill:
-        teacher = load_teacher(ctx, source, info)
-        if teacher is None:
-            teacher = model
-        else:
-            metrics["teacher"] = str(ctx.teacher_dir)
+        teacher = load_teacher(ctx, source, info, model, metrics)
     steps = -(-len(encoded.train) // p.batch_size)
     extra_callbacks = [*ctx.backup("prune"), *callbacks]
 
