@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     p.add_argument("--latency-length", type=int, default=128, help="sequence length of the timed .tflite files")
     p.add_argument("--runs", type=int, default=60)
     p.add_argument("--cases", default=None, help="comma-separated subset of the cases (default: all)")
+    p.add_argument("--skip-latency", action="store_true", help="train and evaluate only (time them in a later run)")
     p.add_argument("--out", default=str(RESULTS / "lowrank_minilm.json"))
     args = p.parse_args(argv)
     env = environment()
@@ -108,7 +109,12 @@ def main(argv=None) -> int:
         results["models"][name]["ffn_macs_kept"] = _ffn_macs(model) / ffn_teacher
         results["models"][name]["encoder_macs_kept"] = dense_macs(model) / dense_macs(teacher)
         results["models"][name]["ranks"] = dict(config_of(model).ranks)
-    results["latency"] = _latency(args, [args.teacher] + [work / n for n in cases], ["teacher"] + list(cases))
+    if args.skip_latency:
+        _io.write_json(args.out, results, overwrite=True)
+        print(f"Wrote {args.out} (no latency)")
+        return 0
+    results["latency"], results["per_op"] = _latency(args, [args.teacher] + [work / n for n in cases],
+                                                     ["teacher"] + list(cases))
     for name, row in results["latency"].items():
         print(f"{name}: {row['median_ms']:.2f} ms median ({row['ratio']:.3f}x the teacher)", flush=True)
         if name in results["models"]:
@@ -139,9 +145,20 @@ def _latency(args, dirs, names) -> dict:
         files.append(Converter(d, args.latency_length).convert("dynamic"))
     result = profile_models(files, names=names, threads=1, runs=args.runs, warmup=5)
     base = result.row("teacher")["latency_ms"]["median"]
-    return {n: {"median_ms": result.row(n)["latency_ms"]["median"],
-                "ratio": result.row(n)["latency_ms"]["median"] / base, "size_bytes": len(f)}
-            for n, f in zip(names, files)}
+    latency = {n: {"median_ms": result.row(n)["latency_ms"]["median"],
+                   "ratio": result.row(n)["latency_ms"]["median"] / base, "size_bytes": len(f)}
+               for n, f in zip(names, files)}
+    # where the time goes: per operator type, for the teacher and the two ways of halving the FFN
+    chosen = [n for n in ("teacher", "lowrank-50-sigma-first", "structured-ffn-50") if n in names]
+    ops = profile_models([files[names.index(n)] for n in chosen], names=chosen, threads=1, runs=args.runs,
+                         warmup=5, per_op=True)
+    per_op = {}
+    for n in chosen:
+        table = ops.row(n)["per_op"]
+        per_op[n] = {"sum_ms": table["sum_ms"], "by_type": table["by_type"]}
+        top = ", ".join(f"{t} {v['ms']:.2f} ms ({v['count']})" for t, v in list(table["by_type"].items())[:6])
+        print(f"{n}: per-op sum {table['sum_ms']:.2f} ms: {top}", flush=True)
+    return latency, per_op
 
 
 def _plot(results, path):
