@@ -8,7 +8,8 @@ From a fine-tuned MiniLM teacher (a model directory from `tfspeed finetune minil
 - the same 50% of the FFN's multiply-adds removed by structured pruning of FFN units (Taylor importance, the
   `prune` stage, distilled the same way), and the two combined (25% of the units removed, then the rest factorised
   to 2/3 of its multiply-adds: 0.75 x 2/3 = 50%), with each Σ placement;
-- dynamic-range .tflite of each, timed interleaved with the teacher's at the same sequence length, 1 thread.
+- dynamic-range .tflite of each, timed interleaved with the teacher's at the same sequence length (128, the demo's,
+  and 64, which holds every Rotten Tomatoes review), 1 thread; per-operator times of the teacher and the two 50% models.
 
 Every model fine-tunes with the same epochs, learning rate and batch size. Writes benchmarks/results/lowrank_minilm.json
 and lowrank_minilm.png (accuracy against the FFN's multiply-adds kept).
@@ -43,7 +44,8 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--learning-rate", type=float, default=5e-5)
     p.add_argument("--seq-length", type=int, default=64, help="training / evaluation length (the longest review: 60)")
-    p.add_argument("--latency-length", type=int, default=128, help="sequence length of the timed .tflite files")
+    p.add_argument("--latency-lengths", default="128,64",
+                   help="sequence lengths of the timed .tflite files (128: the demo's; 64: Rotten Tomatoes' own)")
     p.add_argument("--runs", type=int, default=60)
     p.add_argument("--cases", default=None, help="comma-separated subset of the cases (default: all)")
     p.add_argument("--skip-latency", action="store_true", help="train and evaluate only (time them in a later run)")
@@ -113,12 +115,15 @@ def main(argv=None) -> int:
         _io.write_json(args.out, results, overwrite=True)
         print(f"Wrote {args.out} (no latency)")
         return 0
-    results["latency"], results["per_op"] = _latency(args, [args.teacher] + [work / n for n in cases],
-                                                     ["teacher"] + list(cases))
-    for name, row in results["latency"].items():
-        print(f"{name}: {row['median_ms']:.2f} ms median ({row['ratio']:.3f}x the teacher)", flush=True)
-        if name in results["models"]:
-            results["models"][name]["latency_ratio"] = row["ratio"]
+    results["latency"], results["per_op"] = {}, {}
+    for length in (int(v) for v in args.latency_lengths.split(",")):
+        latency, per_op = _latency(args, length, [args.teacher] + [work / n for n in cases], ["teacher"] + list(cases))
+        results["latency"][str(length)], results["per_op"][str(length)] = latency, per_op
+        for name, row in latency.items():
+            print(f"seq {length}: {name}: {row['median_ms']:.2f} ms median ({row['ratio']:.3f}x the teacher)",
+                  flush=True)
+            if name in results["models"]:
+                results["models"][name][f"latency_ratio_{length}"] = row["ratio"]
     _plot(results, Path(args.out).with_suffix(".png"))
     _io.write_json(args.out, results, overwrite=True)
     print(f"Wrote {args.out}")
@@ -135,14 +140,15 @@ def _ffn_macs(model) -> int:
                    and GROUPS["ffn"].fullmatch(_unwrap(l).name.removesuffix(LOWRANK_SUFFIX))))
 
 
-def _latency(args, dirs, names) -> dict:
-    """Dynamic-range .tflite of every model at one length, timed interleaved (1 thread, XNNPACK)."""
+def _latency(args, length, dirs, names) -> tuple:
+    """Dynamic-range .tflite of every model at one length, timed interleaved (1 thread, XNNPACK), and the per-operator
+    times of three of them."""
     from tfspeed.export import Converter
     from tfspeed.profile import profile_models
 
     files = []
     for d in dirs:
-        files.append(Converter(d, args.latency_length).convert("dynamic"))
+        files.append(Converter(d, length).convert("dynamic"))
     result = profile_models(files, names=names, threads=1, runs=args.runs, warmup=5)
     base = result.row("teacher")["latency_ms"]["median"]
     latency = {n: {"median_ms": result.row(n)["latency_ms"]["median"],
@@ -157,7 +163,7 @@ def _latency(args, dirs, names) -> dict:
         table = ops.row(n)["per_op"]
         per_op[n] = {"sum_ms": table["sum_ms"], "by_type": table["by_type"]}
         top = ", ".join(f"{t} {v['ms']:.2f} ms ({v['count']})" for t, v in list(table["by_type"].items())[:6])
-        print(f"{n}: per-op sum {table['sum_ms']:.2f} ms: {top}", flush=True)
+        print(f"seq {length}: {n}: per-op sum {table['sum_ms']:.2f} ms: {top}", flush=True)
     return latency, per_op
 
 
