@@ -157,7 +157,7 @@ def _latency(args, length, dirs, names) -> tuple:
     # where the time goes: per operator type, for the teacher and the two ways of halving the FFN
     chosen = [n for n in ("teacher", "lowrank-50-sigma-first", "structured-ffn-50") if n in names]
     ops = profile_models([files[names.index(n)] for n in chosen], names=chosen, threads=1, runs=args.runs,
-                         warmup=5, per_op=True)
+                         warmup=5, per_op=True, per_op_runs=20)
     per_op = {}
     for n in chosen:
         table = ops.row(n)["per_op"]
