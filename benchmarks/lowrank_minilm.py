@@ -58,8 +58,8 @@ def main(argv=None) -> int:
     ctx = StageContext(load_dataset("rotten_tomatoes"), seq_length=args.seq_length, teacher_dir=Path(args.teacher))
     common = dict(epochs=args.epochs, learning_rate=args.learning_rate)
 
-    def lowrank(ratio, sigma="split", source=args.teacher):
-        return "lowrank", source, LowRankConfig(layers=("ffn",), ratio=ratio, sigma=sigma, **common)
+    def lowrank(ratio, sigma="split", source=args.teacher, **settings):
+        return "lowrank", source, LowRankConfig(layers=("ffn",), ratio=ratio, sigma=sigma, **{**common, **settings})
 
     def structured(ffn):
         config = PruneStageConfig(kind="structured", structured=StructuredConfig(heads=0.0, ffn=ffn),
@@ -76,6 +76,7 @@ def main(argv=None) -> int:
     for r in (70, 30):
         cases[f"lowrank-{r}-sigma-first"] = lowrank(r / 100, "first")
     cases["structured-25+lowrank-67-sigma-first"] = lowrank(2 / 3, "first", source=work / "structured-ffn-25")
+    cases["lowrank-50-2-epochs"] = lowrank(0.5, epochs=2)  # the lowrank stage's defaults
     if args.cases:
         cases = {k: v for k, v in cases.items() if k in args.cases.split(",")}
     results = {"environment": env, "settings": vars(args), "models": {}}

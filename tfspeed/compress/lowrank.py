@@ -18,11 +18,10 @@ The rank of each chosen layer comes from one of:
   `multiple_of` at a time, for the layer whose next singular values add the most energy (as a fraction of that
   layer's) per multiply-add.
 
-Ranks are rounded to a multiple of `multiple_of` (8: whole SIMD registers in XNNPACK's GEMM kernels). Σ goes to the
-first factor (`sigma="first"`, the default: U Σ, then Vᵀ with orthonormal rows), to both as √Σ (`"split"`), or to the
-second; the product is the same, fine-tuning is not: on MiniLM with the FFN at half its multiply-adds, one epoch of
-distillation recovered to 0.6 point below the teacher with Σ first and to 1.7 points below with √Σ on both
-(benchmarks/README.md, Low-rank factorisation).
+Ranks are rounded to a multiple of `multiple_of` (8: whole SIMD registers in XNNPACK's GEMM kernels). Σ goes to both
+factors as √Σ (`sigma="split"`, the default: the two factors have the same scale), to the first (`"first"`: U Σ, then
+Vᵀ with orthonormal rows) or to the second. The product is the same; after distillation on MiniLM neither placement
+was consistently better (benchmarks/README.md, Low-rank factorisation).
 
 Example (a tiny random-weight BERT: 2 layers, hidden 16, FFN 64: FFN kernels 16 x 64 break even at rank 12.8):
 
@@ -98,7 +97,7 @@ class LowRankConfig(StageConfig):
         budget: the chosen layers together keep this fraction of their multiply-adds, in (0, 1); ranks are bought
             greedily by energy per multiply-add. Defaults to `None`.
         multiple_of: ranks are rounded to a multiple of this. Defaults to `8`.
-        sigma: `"first"` (U Σ, then Vᵀ), `"split"` (√Σ on both factors) or `"second"`. Defaults to `"first"`.
+        sigma: `"split"` (√Σ on both factors), `"first"` (U Σ, then Vᵀ) or `"second"`. Defaults to `"split"`.
         epochs: fine-tuning epochs after factorisation (0: none). Defaults to `2`.
         learning_rate: peak learning rate of the fine-tuning. Defaults to `5e-5`.
         batch_size: Defaults to `32`.
@@ -118,8 +117,8 @@ class LowRankConfig(StageConfig):
     budget: Optional[float] = field(None, help="fraction of the chosen layers' multiply-adds kept in total, in (0, 1): "
                                                "ranks go where they keep the most energy")
     multiple_of: int = field(8, help="round ranks to a multiple of this")
-    sigma: Sigma = field(Sigma.FIRST, help="where the singular values go: first (U S, then V^T), split (sqrt on both "
-                                           "factors), second")
+    sigma: Sigma = field(Sigma.SPLIT, help="where the singular values go: split (sqrt on both factors), first (U S, "
+                                           "then V^T), second")
     epochs: int = field(2, help="fine-tuning epochs after factorisation (0: none)")
     learning_rate: float = field(5e-5, help="peak learning rate of the fine-tuning")
     batch_size: int = field(32, help="batch size")
@@ -379,7 +378,7 @@ def factorize(model: keras.Model, config=None, *, return_report: bool = False, *
             every chosen layer). Defaults to `False`.
         **overrides: `LowRankConfig` settings replacing the config's: `layers` (groups `"ffn"`, `"attention"`, `"qkv"`,
             `"pooler"`, `"all"` or regular expressions), one of `ratio` / `rank` / `energy` / `budget`,
-            `multiple_of` (`8`), `sigma` (`"first"`).
+            `multiple_of` (`8`), `sigma` (`"split"`).
 
     Returns:
         The factorised model (its `BertConfig.ranks` records each rank), or `(model, report)`. Layers whose rank would
