@@ -115,7 +115,8 @@ def test_skip_mode_leaves_bad_rows_out_with_a_count(tmp_path, capsys):
     assert metrics["skipped_rows"] == {"empty text": 1, "empty label": 1, "same text, another label": 2}
     from tfspeed.data import load_dataset
 
-    data = load_dataset(path, on_bad_row="skip")
+    with pytest.warns(RuntimeWarning, match="Skipped 4 bad row"):
+        data = load_dataset(path, on_bad_row="skip")
     assert sum(map(len, (data.train, data.validation, data.test))) == len(GOOD) - 1
     assert GOOD[0][0] not in data.train.texts + data.validation.texts + data.test.texts
 
