@@ -106,10 +106,10 @@ def main(argv=None) -> int:
 
     teacher, info = artifacts.load_model_dir(args.teacher)
     results["teacher"] = {"accuracy": artifacts.read_metrics(args.teacher).get("accuracy")}
-    ffn_teacher = _ffn_macs(teacher)
+    ffn_teacher = dense_macs(teacher, "ffn")
     for name in cases:
         model, _ = artifacts.load_model_dir(work / name)
-        results["models"][name]["ffn_macs_kept"] = _ffn_macs(model) / ffn_teacher
+        results["models"][name]["ffn_macs_kept"] = dense_macs(model, "ffn") / ffn_teacher
         results["models"][name]["encoder_macs_kept"] = dense_macs(model) / dense_macs(teacher)
         results["models"][name]["ranks"] = dict(config_of(model).ranks)
     if args.skip_latency:
@@ -129,16 +129,6 @@ def main(argv=None) -> int:
     _io.write_json(args.out, results, overwrite=True)
     print(f"Wrote {args.out}")
     return 0
-
-
-def _ffn_macs(model) -> int:
-    import numpy as np
-
-    from tfspeed.compress.lowrank import GROUPS
-    from tfspeed.models.bert import LOWRANK_SUFFIX, _unwrap
-
-    return int(sum(np.prod(_unwrap(l).kernel.shape) for l in model.layers if hasattr(_unwrap(l), "kernel")
-                   and GROUPS["ffn"].fullmatch(_unwrap(l).name.removesuffix(LOWRANK_SUFFIX))))
 
 
 def _latency(args, length, dirs, names) -> tuple:

@@ -416,10 +416,12 @@ def is_factorised(model) -> bool:
     return bool(is_bert(model) and config_of(model).ranks)
 
 
-def dense_macs(model) -> int:
-    """Multiply-adds per token of every encoder Dense layer (factorised or not) of a native BERT."""
+def dense_macs(model, group: str = "all") -> int:
+    """Multiply-adds per token of the encoder Dense layers of a native BERT in `group` (a key of `GROUPS`; both
+    factors of a factorised layer count)."""
+    pattern = GROUPS[group]
     return int(sum(np.prod(_unwrap(l).kernel.shape) for l in model.layers
-                   if isinstance(_unwrap(l), keras.layers.Dense) and FACTORIZABLE.fullmatch(
+                   if isinstance(_unwrap(l), keras.layers.Dense) and pattern.fullmatch(
                        _unwrap(l).name.removesuffix(LOWRANK_SUFFIX))))
 
 
