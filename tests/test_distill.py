@@ -323,3 +323,19 @@ def test_distill_verb_builds_a_student_and_leaves_the_teacher_alone(teacher, bat
     assert history.teacher_logits_seconds is None
     with pytest.raises(TypeError, match=r"Unknown DistillConfig settings \['alfa'\]"):
         distill(teacher, split, alfa=0.3)
+
+
+def test_fits_with_the_same_teacher_share_its_logits(teacher, batch, tmp_path, monkeypatch):
+    """The distill and prune stages of one run distil from the same teacher: its logits are computed once."""
+    from tfspeed.compress.distillation import fit_student
+    from tfspeed.compress.distillation import teacher as teacher_module
+
+    x, y = batch
+    split, cache = EncodedSplit(x, y), tmp_path / "logits.npz"
+    calls = []
+    real = teacher_module.predict_logits
+    monkeypatch.setattr(teacher_module, "predict_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for layers in (2, 1):
+        fit_student(student_from_teacher(teacher, layers=layers), teacher, split, epochs=1, verbose=0,
+                    logits_cache=cache)
+    assert len(calls) == 1 and cache.is_file()

@@ -80,6 +80,14 @@ def test_optimize_end_to_end_and_resume(tiny_teacher_dir, sentiment_csv, tmp_pat
             "--student-layers", "1", "--distill-epochs", "1", "--seq-length", "16", "--profile-runs", "3",
             "--eval-limit", "40", "--out", str(out)]
     assert cli.main(args) == 0
+    log = capsys.readouterr().out
+    # the clock: a progress line per training epoch, estimates of the time left from the speed measured here
+    assert "[3/6] distill: epoch 1/1 in" in log and "left in the run on this machine" in log
+    clock = json.loads((out / "clock.json").read_text())
+    assert list(clock["planned_units"]) == ["teacher", "vocab", "distill", "export", "profile", "real-text profile",
+                                            "report"]
+    assert clock["planned_units"]["teacher"] == 0 and clock["seconds_per_unit"] > 0 and clock["estimates"]
+    assert set(clock["seconds"]) == set(clock["planned_units"]) - {"teacher"}
     report = json.loads((out / "report.json").read_text())
     names = [a["name"] for a in report["artifacts"]]
     assert names[0] == report["baseline"] == "teacher-tf-float32"

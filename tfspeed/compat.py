@@ -6,6 +6,9 @@ imported anywhere in the process, so every tfspeed module imports `tf` and `kera
 
 import os
 
+from tfspeed.runtime import tune_allocator
+
+tune_allocator()  # before TensorFlow allocates: freed buffers are kept for the next training step (TFSPEED_MALLOC=0)
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

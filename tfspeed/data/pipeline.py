@@ -73,6 +73,8 @@ class EncodedSplit:
         if extra is not None:
             spec_y = (spec_y, tf.TensorSpec([None] + list(extra.shape[1:]), tf.as_dtype(extra.dtype)))
         ds = tf.data.Dataset.from_generator(batches, output_signature=(spec_x, spec_y))
+        # the number of batches, so `fit` knows the steps of an epoch (progress, time left, schedules)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-len(self) // batch_size)))
         if repeat:
             ds = ds.repeat()
         return ds.prefetch(2)

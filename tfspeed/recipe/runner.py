@@ -20,6 +20,7 @@ from tfspeed.stages.qat import TFLITE_NAME as QAT_TFLITE
 
 CONFIG_FILE = "recipe.json"
 # The post-training int8 artifact: the int8 family only, most integer first, the first within the budget is kept.
+TEACHER_LAYERS = 6  # the clock's guess of the teacher's depth (MiniLM); only the time estimates use it
 INT8_CANDIDATES = ("int8", "int8-mixed", "int8-mixed+bmm", "int8-fc", "int8-attn-fc")
 
 
@@ -72,28 +73,93 @@ class Optimizer:
         steps = 1 + len(c.recipe) + 3
         dataset = load_dataset(c.data)
         teacher_dir = self._teacher_dir()
+        self.clock = self._clock(dataset)
         ctx = StageContext(dataset, seq_length=c.seq_length, limit=c.limit, eval_limit=c.eval_limit,
                            strategy=make_strategy(c.strategy), teacher_dir=teacher_dir, work_dir=self.out / ".work",
-                           log=self.log)
+                           log=self.log, clock=self.clock)
         self._step(1, steps, "teacher", teacher_dir,
-                   lambda: get_stage("finetune").run(c.model, c.teacher, teacher_dir, ctx))
+                   lambda: get_stage("finetune").run(c.model, c.teacher, teacher_dir, ctx), ctx)
         source = teacher_dir
         chain = []
         for i, name in enumerate(c.recipe, 1):
             target = self.out / f"{i:02d}-{name}"
             stage, config = get_stage(name), self._config_of(name)
-            self._step(1 + i, steps, name, target, functools.partial(stage.run, source, config, target, ctx))
+            self._step(1 + i, steps, name, target, functools.partial(stage.run, source, config, target, ctx), ctx)
             if name == "vocab":
                 ctx.teacher_dir = target  # later stages distil from the teacher with the same vocabulary
             chain.append((name, target))
             source = target
-        exports = self._exports(ctx, teacher_dir, chain, steps - 2, steps)
-        profile = self._profile(exports, steps - 1, steps)
+        exports = self._timed("export", lambda: self._exports(ctx, teacher_dir, chain, steps - 2, steps))
+        profile = self._timed("profile", lambda: self._profile(exports, steps - 1, steps))
         if c.real_text:
-            profile["real_text"] = self._real_text_profile(ctx, exports, steps - 1, steps)
+            profile["real_text"] = self._timed("real-text profile",
+                                               lambda: self._real_text_profile(ctx, exports, steps - 1, steps))
+        self.clock.begin("report")
         report = self._report(exports, profile, steps, steps, time.perf_counter() - start)
+        self.clock.end("report")
+        _io.write_json(self.out / "clock.json", self.clock.record(), overwrite=True)
         _io.release(self.out)
         return report
+
+    def _clock(self, dataset):
+        """The run's plan in units of teacher fine-tuning steps (`tfspeed.clock`), for its estimates of the time
+        left. A stage's cost per step follows the size of the model it trains: a student of k of the teacher's
+        layers costs about k / L, structured pruning removes a third of a layer's work per head fraction and two
+        thirds per FFN fraction, QAT costs 1.3x its model."""
+        from tfspeed.clock import CONVERSION_COST, PROFILE_COST, QAT_COST, REAL_TEXT_COST, STAGE_OVERHEAD, RunClock
+        from tfspeed.profile.env import cpu_model
+
+        c = self.config
+        n_train = min(len(dataset.train), c.limit or len(dataset.train))
+        n_eval = min(len(dataset.test), c.eval_limit or len(dataset.test))
+        eval_scale = n_eval / 1236  # the overheads below were measured on the Rotten Tomatoes test split
+        plan, overhead, step_units = [], {}, {}
+        size = 1.0  # cost of a training step of the current model, relative to the teacher's
+
+        def training(name, config, step_cost):
+            if name == "prune":
+                epochs, batch = config.prune.epochs, config.prune.batch_size
+            else:
+                epochs, batch = getattr(config, "epochs", 0) or 0, getattr(config, "batch_size", 32) or 32
+            extra = STAGE_OVERHEAD.get(name if name != "teacher" else "finetune", 0.0) * eval_scale
+            overhead[name], step_units[name] = extra, step_cost
+            plan.append((name, -(-n_train // batch) * epochs * step_cost + extra))
+
+        if artifacts.is_model_dir(self.config.model):
+            plan.append(("teacher", 0.0))
+        else:
+            training("teacher", c.teacher, 1.0)
+        for name in c.recipe:
+            config = self._config_of(name)
+            if name == "distill":
+                layers = config.layers if isinstance(config.layers, int) else len(config.layers)
+                size = min(1.0, layers / TEACHER_LAYERS)
+            elif name == "prune" and config.is_structured:
+                size *= max(0.1, 1 - config.structured.heads / 3 - 2 * config.structured.ffn / 3)
+            elif name == "lowrank":
+                size *= 0.85
+            cost = size * (QAT_COST if name == "qat" else 1.0)
+            if name == "prune" and config.unstructured:
+                cost *= 2.0  # TFMOT's wrappers (benchmarks/README.md, training throughput)
+            training(name, config, cost if name != "vocab" else 0.0)
+        # teacher float32, float16, dynamic (+ varlen), the int8 budget search (about 3), one per stage (+ varlen)
+        conversions = 6 + c.real_text + sum(1 + c.real_text if name != "qat" else 0.3 for name in c.recipe)
+        models = 5 + c.real_text + len(c.recipe) * (1 + c.real_text)
+        plan.append(("export", conversions * CONVERSION_COST * eval_scale))
+        plan.append(("profile", PROFILE_COST * c.profile_runs * models))
+        if c.real_text:
+            plan.append(("real-text profile", REAL_TEXT_COST * n_eval * models))
+        plan.append(("report", 2.0))
+        clock = RunClock(plan, log=self.log, machine=f"{cpu_model()}, {_cores()} cores")
+        clock.overhead.update(overhead)
+        clock.step_units.update(step_units)
+        return clock
+
+    def _timed(self, name, fn):
+        self.clock.begin(name)
+        result = fn()
+        self.clock.end(name)
+        return result
 
     def _config_of(self, name: str):
         c = self.config
@@ -107,15 +173,21 @@ class Optimizer:
             return Path(self.config.model)
         return self.out / "00-teacher"
 
-    def _step(self, i, n, name, target: Path, fn):
+    def _step(self, i, n, name, target: Path, fn, ctx=None):
         done = (target / "metrics.json").is_file()
         if done:
             self.log(f"[{i}/{n}] {name}: done before, kept ({target})")
+            self.clock.skip(name)
             return artifacts.read_metrics(target)
         self.log(f"[{i}/{n}] {name} ...")
+        if ctx is not None:
+            ctx.step = (i, n)
+        self.clock.begin(name)
         metrics, seconds = timed(fn)
-        accuracy = metrics.get("accuracy", float("nan"))
-        self.log(f"[{i}/{n}] {name}: accuracy {accuracy:.4f} in {seconds:.0f} s -> {target}")
+        self.clock.end(name)
+        line = f"[{i}/{n}] {name}: accuracy {metrics.get('accuracy', float('nan')):.4f} in {seconds:.0f} s -> {target}"
+        if self.clock.say(line + "; ") is None:
+            self.log(line)
         return metrics
 
     def _exports(self, ctx, teacher_dir: Path, chain, i, n) -> list:
@@ -145,6 +217,7 @@ class Optimizer:
             path = folder / f"{name}.tflite"
             meta = folder / f"{name}.json"
             if not meta.is_file():
+                began = time.perf_counter()
                 made = make()
                 if made is None:
                     return
@@ -159,9 +232,12 @@ class Optimizer:
                 more["float_ops"] = export.op_histogram(data)["float_ops"]
                 _io.write_bytes(path, data, overwrite=True)
                 split = ctx.encoded(artifacts.load_info(source_dir).vocab_path).test
-                logits = export.evaluate(data, split)
+                logits = export.evaluate(data, split, num_threads=_cores())  # accuracy: every core
                 acc = float((logits.argmax(-1) == split.labels).mean())
-                _io.write_json(meta, {"accuracy": acc, **more, **extra})
+                _io.write_json(meta, {"accuracy": acc, **more, **extra,
+                                      "export_seconds": round(time.perf_counter() - began, 1)})
+                self.log(f"    {name}.tflite: accuracy {acc:.4f}, {len(data) / 1e6:.1f} MB, "
+                         f"{time.perf_counter() - began:.0f} s")
             saved = json.loads(meta.read_text())
             saved.setdefault("vocab", str(artifacts.load_info(source_dir).vocab_path))
             record(name, path, saved.pop("accuracy"), "tflite", **saved)
@@ -185,7 +261,7 @@ class Optimizer:
                 data, rec = export.export_within_budget(model, encoded.validation, max_drop=c.max_drop,
                                                         calibration=encoded.train.features,
                                                         candidates=INT8_CANDIDATES, order="known",
-                                                        seq_length=c.seq_length)
+                                                        seq_length=c.seq_length, num_threads=_cores())
             except export.BudgetError as e:
                 self.log(f"    no int8 configuration within {100 * c.max_drop:.1f} points: {e}")
                 _io.write_json(folder / "teacher-int8-ptq.budget.json", e.record.to_dict(), overwrite=True)
@@ -252,6 +328,15 @@ class Optimizer:
 
         self.log(f"[{i}/{n}] report ...")
         return write_report(self.out, self.config, records, profile, seconds, self.log)
+
+
+def _cores() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def _file_sizes(path) -> tuple:

@@ -44,6 +44,9 @@ class StageContext:
         work_dir: where `BackupAndRestore` checkpoints go, so an interrupted fit resumes. Defaults to `None` (none).
         overwrite: replace `out` if it exists. Defaults to `False`.
         log: one-line progress messages. Defaults to `print`.
+        clock: the run's `tfspeed.clock.RunClock`, told each training stage's speed (`optimize`). Defaults to
+            `None`.
+        step: `(index, total)` of the running stage in the run, for its progress lines. Defaults to `None`.
     """
 
     dataset: object
@@ -55,6 +58,8 @@ class StageContext:
     work_dir: Optional[Path] = None
     overwrite: bool = False
     log: Callable[[str], None] = print
+    clock: object = None
+    step: Optional[tuple] = None
     _encoded: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -81,6 +86,27 @@ class StageContext:
         from tfspeed.compat import keras
 
         return [keras.callbacks.BackupAndRestore(str(Path(self.work_dir) / "backup" / stage))]
+
+    def fit_callbacks(self, stage: str) -> list:
+        """The callbacks a training stage adds to its `fit`: `BackupAndRestore` (with a `work_dir`) and a
+        `StageProgress` line per epoch with the stage's time left (and the run's, with a `clock`)."""
+        from tfspeed.clock import StageProgress
+
+        index, total = self.step or (None, None)
+        kind = "finetune" if stage == "teacher" else stage
+        return [*self.backup(stage), StageProgress(stage, kind=kind, clock=self.clock, index=index, total=total,
+                                                   log=self.log)]
+
+    def logits_cache(self, teacher) -> Optional[Path]:
+        """Where the teacher logits of `teacher` (a model directory) on the training split are kept between the
+        stages of one run that distil from it (`work_dir/teacher-logits`), or `None` without a `work_dir`. The file
+        is reused only when its fingerprint (the split's arrays, the teacher's weights) matches."""
+        if self.work_dir is None or not isinstance(teacher, (str, Path)):
+            return None
+        import hashlib
+
+        key = hashlib.sha1(f"{Path(teacher).resolve()}|{self.seq_length}|{self.limit}".encode()).hexdigest()[:16]
+        return Path(self.work_dir) / "teacher-logits" / f"{Path(teacher).name}-{key}.npz"
 
     @property
     def verbose(self):

@@ -61,8 +61,9 @@ def run(source, config: DistillConfig, out: Optional[Path], ctx: StageContext, s
         chosen = select_layers(num_layers_of(teacher), config.layers, config.layer_strategy)
     with ctx.strategy.scope():
         student, history = distill_in_memory(teacher, encoded.train, encoded.validation, student=student,
-                                             config=config, callbacks=[*ctx.backup("distill"), *callbacks],
-                                             verbose=ctx.verbose)
+                                             config=config, verbose=ctx.verbose,
+                                             callbacks=[*ctx.fit_callbacks("distill"), *callbacks],
+                                             logits_cache=ctx.logits_cache(source))
     distiller = history.model
     student_acc, teacher_acc = accuracy(student, encoded.test), accuracy(teacher, encoded.test)
     c = config

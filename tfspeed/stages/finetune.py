@@ -36,7 +36,7 @@ def run(source, config: FinetuneConfig, out: Optional[Path], ctx: StageContext, 
     encoded = ctx.encoded(vocab, seq_length)
     with ctx.strategy.scope():
         history = fit_classifier(model, encoded.train, encoded.validation, config=config, verbose=ctx.verbose,
-                                 callbacks=[*ctx.backup("teacher"), *callbacks])
+                                 callbacks=[*ctx.fit_callbacks("teacher"), *callbacks])
     metrics = {"accuracy": accuracy(model, encoded.test), "split": "test", "num_examples": len(encoded.test),
                "validation_accuracy": accuracy(model, encoded.validation), "dataset": dataset.name,
                "model": str(source), "seq_length": seq_length, "epochs": config.epochs,

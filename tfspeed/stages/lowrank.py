@@ -37,14 +37,15 @@ def run(source, config: LowRankConfig, out: Path, ctx: StageContext, callbacks: 
                "factorize": report.to_dict(), "distill": bool(config.distill and config.epochs)}
     history = {}
     if config.epochs:
-        fit_callbacks = [*ctx.backup("lowrank"), *callbacks]
+        fit_callbacks = [*ctx.fit_callbacks("lowrank"), *callbacks]
         with ctx.strategy.scope():
             if config.distill:
                 teacher = load_teacher(ctx, source, info, model, metrics)
                 result = fit_student(factorised, teacher, encoded.train, encoded.validation, epochs=config.epochs,
                                      batch_size=config.batch_size, learning_rate=config.learning_rate,
                                      hidden_weight=config.hidden_weight, callbacks=fit_callbacks,
-                                     verbose=ctx.verbose)
+                                     verbose=ctx.verbose,
+                                     logits_cache=ctx.logits_cache(metrics.get("teacher", source)))
             else:
                 result = fit_classifier(factorised, encoded.train, encoded.validation, epochs=config.epochs,
                                         batch_size=config.batch_size, learning_rate=config.learning_rate,

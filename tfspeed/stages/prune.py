@@ -85,7 +85,7 @@ def run(source, config: PruneStageConfig, out: Path, ctx: StageContext, callback
     if p.distill:
         teacher = load_teacher(ctx, source, info, model, metrics)
     steps = -(-len(encoded.train) // p.batch_size)
-    extra_callbacks = [*ctx.backup("prune"), *callbacks]
+    extra_callbacks = [*ctx.fit_callbacks("prune"), *callbacks]
 
     def fit(student, stage_callbacks=(), epochs=p.epochs):
         all_callbacks = [*stage_callbacks, *extra_callbacks]
@@ -95,7 +95,8 @@ def run(source, config: PruneStageConfig, out: Path, ctx: StageContext, callback
                                   verbose=ctx.verbose)
         return fit_student(student, teacher, encoded.train, encoded.validation, epochs=epochs,
                            batch_size=p.batch_size, learning_rate=p.learning_rate, hidden_weight=p.hidden_weight,
-                           callbacks=all_callbacks, verbose=ctx.verbose)
+                           callbacks=all_callbacks, verbose=ctx.verbose,
+                           logits_cache=ctx.logits_cache(metrics.get("teacher", source)))
 
     s = config.structured if config.is_structured else None
     with ctx.strategy.scope():

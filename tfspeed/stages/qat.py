@@ -53,7 +53,7 @@ def run(source, config: QATConfig, out: Path, ctx: StageContext, callbacks: Sequ
     float_accuracy = accuracy(model, encoded.test) if not Q.is_quantized(model) else None
     start = time.perf_counter()
     qat_model, history = Q.qat_fit(model, encoded.train, encoded.validation, config=config, strategy=ctx.strategy,
-                                   callbacks=[*ctx.backup("qat"), *callbacks], verbose=ctx.verbose)
+                                   callbacks=[*ctx.fit_callbacks("qat"), *callbacks], verbose=ctx.verbose)
     train_seconds = time.perf_counter() - start
     keras_logits = predict_logits(qat_model, encoded.test)
     tflite = to_tflite(qat_model, seq_length)

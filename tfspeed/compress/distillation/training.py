@@ -33,7 +33,7 @@ def _in_current_scope(model: keras.Model) -> keras.Model:
 
 
 def fit_student(student: keras.Model, teacher: keras.Model, train, validation=None, config=None, *,
-                callbacks: Sequence = (), verbose="auto", **overrides):
+                callbacks: Sequence = (), verbose="auto", logits_cache=None, **overrides):
     """Fits `student` on `train` through a `Distiller` from `teacher`; returns the Keras `History`.
 
     `student` is trained in place; `teacher` is frozen while fitting and its `trainable` flag restored afterwards.
@@ -57,6 +57,9 @@ def fit_student(student: keras.Model, teacher: keras.Model, train, validation=No
             of shuffling). The student's shape settings are ignored.
         callbacks: Keras callbacks. Defaults to `()`.
         verbose: Keras verbosity. Defaults to `"auto"`.
+        logits_cache: a `.npz` path for the cached teacher logits, shared by the fits that have the same teacher and
+            training split (`teacher_logits(cache=...)`: reused only when written for the same split and teacher).
+            Defaults to `None` (computed for this fit only).
         **overrides: `DistillConfig` settings replacing those of `config` (e.g. `epochs=1, hidden_weight=1.0`).
     """
     config = DistillConfig.resolve(config, **overrides)
@@ -71,7 +74,7 @@ def fit_student(student: keras.Model, teacher: keras.Model, train, validation=No
         logits_seconds, cached = None, None
         if config.cache_teacher_logits:
             start = time.perf_counter()
-            cached = teacher_logits(teacher, train)
+            cached = teacher_logits(teacher, train, cache=logits_cache)
             logits_seconds = time.perf_counter() - start
         timer = EpochTimer()
         history = distiller.fit(train.dataset(config.batch_size, shuffle=True, seed=config.seed, extra=cached),
@@ -86,7 +89,7 @@ def fit_student(student: keras.Model, teacher: keras.Model, train, validation=No
 
 
 def distill(teacher: keras.Model, train, validation=None, student=None, config=None, *, callbacks: Sequence = (),
-            verbose="auto", **overrides):
+            verbose="auto", logits_cache=None, **overrides):
     """Distils `teacher` into a smaller student on `train`; returns `(student, history)`.
 
     The teacher is left as it was (weights and `trainable` flag). Call it inside `strategy.scope()` to distribute.
@@ -101,6 +104,7 @@ def distill(teacher: keras.Model, train, validation=None, student=None, config=N
             teacher layer; alpha 0.5, temperature 2.0; 3 epochs of 32 at 1e-4).
         callbacks: Keras callbacks. Defaults to `()`.
         verbose: Keras verbosity. Defaults to `"auto"`.
+        logits_cache: `.npz` path of the teacher logits shared between fits (see `fit_student`). Defaults to `None`.
         **overrides: `DistillConfig` settings replacing those of `config` (e.g. `layers=2, epochs=1`).
 
     Example:
@@ -115,5 +119,6 @@ def distill(teacher: keras.Model, train, validation=None, student=None, config=N
         student = student_from_teacher(teacher, config.layers, config.layer_strategy, hidden_size=config.hidden_size,
                                        num_heads=config.num_heads, intermediate_size=config.intermediate_size,
                                        seed=config.seed)
-    history = fit_student(student, teacher, train, validation, config, callbacks=callbacks, verbose=verbose)
+    history = fit_student(student, teacher, train, validation, config, callbacks=callbacks, verbose=verbose,
+                          logits_cache=logits_cache)
     return student, history
