@@ -17,10 +17,12 @@ Stages:
 - `prune-tfmot`: TFMOT magnitude pruning (`prune`, 50%) fitted with its callbacks.
 - `qat`: `qat_fit` of the 3-layer student (TFMOT QAT wrappers, distilled from the float model).
 
-Variants (`--variants`): `base`; `malloc` (glibc keeps freed memory: tfspeed's allocator settings, see
-`tfspeed.runtime`); `nomalloc` (tfspeed's allocator settings off); `xla` (training steps compiled with XLA);
-`avx2` (`ONEDNN_MAX_CPU_ISA=AVX2`: oneDNN limited to AVX2, a stand-in for CPUs without AVX-512); `threads`
-(intra-op 2, inter-op 1). Combine with `+` (`avx2+malloc`).
+Variants (`--variants`): `base` (tfspeed as it is: glibc keeps freed memory, `tfspeed.runtime`); `nomalloc`
+(`TFSPEED_MALLOC=0`: glibc's defaults); `malloc` (`TFSPEED_MALLOC=1`); `mallocenv` (the same thresholds set by
+`MALLOC_*_` variables before the process starts); `bfc` (TensorFlow's BFC allocator for the CPU); `xla` (the plain
+Keras stages compiled with `jit_compile=True`); `avx2` (`ONEDNN_MAX_CPU_ISA=AVX2`: oneDNN limited to AVX2, a
+stand-in for CPUs without AVX-512); `threads` (intra-op 2, inter-op 1). Combine with `+` (`avx2+nomalloc`). Each
+run also reports the process's system CPU share and minor page faults per step.
 
 Writes benchmarks/results/training_throughput.json (merged with earlier runs of other pairs):
 

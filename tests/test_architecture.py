@@ -14,7 +14,7 @@ ROOT = Path(tfspeed.__file__).parent
 # `profile` measures any model file and needs nothing of tfspeed but the foundation, so it sits left of `export`,
 # whose accuracy budget ranks candidate files by measured latency.
 LAYERS = [
-    ("compat", "_io", "_checks", "_wheels", "config", "registry", "distribute"),
+    ("compat", "runtime", "_io", "_checks", "_wheels", "config", "registry", "distribute", "clock"),
     ("models",),
     ("data", "hub"),
     ("train",),

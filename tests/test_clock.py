@@ -35,6 +35,7 @@ def test_estimate_from_the_current_stage_then_from_finished_steps():
     assert line.startswith("[2/3] distill: about 27 s left in the run on this machine") and lines == [line]
     record = clock.record()
     assert record["seconds"] == {"teacher": 60.0} and record["estimates"] == [{"elapsed_s": 75.0, "left_s": 27.0}]
+    assert set(record["cpu_seconds"]["teacher"]) == {"user", "system"}  # this process's CPU time in the step
 
 
 def test_skipped_steps_cost_nothing_and_do_not_set_the_speed():

@@ -133,6 +133,10 @@ def test_latency_on_real_texts_each_at_its_own_length(model_dir, vocab_file, tmp
     assert all(r["latency_ms"]["n"] == 4 and r["tokens_per_second"] > 0 for r in result["models"])
     bucketed = profile_texts([padded, dynamic], texts, vocab=vocab_file, max_length=16, warmup=1, buckets=(8,))
     assert bucketed["models"][1]["buckets"] == [8, 16] and bucketed["argmax_agreement"] == [1.0, 1.0]
+    # a padded file costs the same on any text: on a sample of them, still interleaved; the dynamic file on all
+    sampled = profile_texts([dynamic, padded], texts, vocab=vocab_file, max_length=16, warmup=1, padded_sample=2)
+    assert [r["num_texts_run"] for r in sampled["models"]] == [4, 2] and sampled["argmax_agreement"] == [1.0, 1.0]
+    assert sampled["models"][1]["latency_ms"]["n"] == 2 and sampled["models"][1]["tokens_per_second"] > 0
     assert "| dynamic.tflite | own (dynamic) |" in format_texts_report(result)
 
     listing = tmp_path / "texts.txt"

@@ -213,6 +213,32 @@ def test_budget_takes_the_first_candidate_within_budget_and_records_the_rest(con
     json.dumps(record.to_dict())
 
 
+def test_budget_screens_out_a_candidate_far_over_budget_on_a_sample(converter, toy, monkeypatch):
+    """A file that gets most answers wrong is rejected on the screening sample, without the full evaluation; one
+    within the budget is then evaluated in full."""
+    from tfspeed.export import budget as budget_module
+
+    validation = toy[2]
+    broken = converter.convert("dynamic")
+    calls = []
+    real_logits = budget_module.TFLiteClassifier.logits
+
+    def logits(self, features):  # the dynamic file answers the opposite class: 100 points below on any sample
+        out = real_logits(self, features)
+        calls.append(len(next(iter(features.values()))))
+        return -out if self.data == broken else out
+
+    monkeypatch.setattr(budget_module.TFLiteClassifier, "logits", logits)
+    screen = len(validation) // 3
+    _, record = export_within_budget(converter, validation, max_drop=0.05, candidates=["dynamic", "float32"],
+                                     order="known", screen=screen)
+    first, second = record.tried
+    assert first["status"] == "screened_out" and first["accuracy"] is None and first["screen_drop"] > 0.5
+    assert first["screen_examples"] == screen and second["status"] == "within_budget"
+    assert calls == [screen, screen, len(validation)]  # dynamic: the sample only; float32: sample, then in full
+    assert "screened_out" in record.to_table()
+
+
 def test_budget_orders_by_measured_latency(converter, toy):
     validation = toy[2]
     _, record = export_within_budget(converter, validation, max_drop=0.5, candidates=["int8", "dynamic", "float32"],

@@ -7,7 +7,7 @@ import pytest
 from tfspeed import cli
 from tfspeed.export import read_metadata
 from tfspeed.recipe import RecipeConfig
-from tfspeed.recipe.report import build, pick_combined
+from tfspeed.recipe.report import build, markdown, pick_combined
 from tfspeed.recipe.runner import Optimizer
 
 
@@ -61,6 +61,13 @@ def test_report_ratios_and_combined_choice():
     report = build(RecipeConfig(), [r for r, _ in rows], {"models": [p for _, p in rows]}, 10.0)
     assert report["combined"]["artifact"] == "02-distill-dynamic" and report["combined"]["meets_targets"] is False
     assert pick_combined([a for a in report["artifacts"] if a["stage"] == "teacher"]) is None
+    # the machine's vector units and the time of each step are part of the report
+    env = {"cpu_model": "AMD EPYC", "cpu_count": 2, "cpu_flags": ["avx2", "avx512f"], "onednn_max_cpu_isa": "AVX2"}
+    report = build(RecipeConfig(), [r for r, _ in rows], {"models": [p for _, p in rows], "environment": env}, 600.0,
+                   step_seconds={"teacher": 300.0, "distill": 120.0})
+    text = markdown(report)
+    assert "Machine: AMD EPYC, 2 cores (AVX-512, oneDNN limited to AVX2)." in text
+    assert "Time per step: teacher 5.0 min, distill 2.0 min." in text and report["step_seconds"]["teacher"] == 300
 
 
 def test_out_dir_of_another_recipe_is_refused(tmp_path):

@@ -16,6 +16,7 @@ more than the ratios.
 from __future__ import annotations
 
 import datetime
+import os
 import time
 from typing import Callable, Optional, Sequence
 
@@ -32,6 +33,12 @@ CONVERSION_COST = 60.0  # one .tflite conversion and evaluation on the test spli
 PROFILE_COST = 0.02  # one interleaved latency run of one model, in units
 REAL_TEXT_COST = 0.01  # one test text through one model (real-text profile), in units
 WARMUP_STEPS = 3  # steps left out of a stage's speed (tracing, first allocations)
+
+
+def _cpu_seconds() -> tuple:
+    """(user, system) CPU seconds of this process so far, every thread included."""
+    times = os.times()
+    return times.user, times.system
 
 
 def _minutes(seconds: float) -> str:
@@ -62,6 +69,7 @@ class RunClock:
         self.log, self.machine, self.now = log, machine, now
         self.start = now()
         self.finished = {}  # name -> seconds
+        self.cpu = {}  # name -> user and system CPU seconds of the process
         self.skipped = set()
         self.current: Optional[str] = None
         self.current_start = None
@@ -73,12 +81,15 @@ class RunClock:
     def begin(self, name: str):
         self._check(name)
         self.current, self.current_start = name, self.now()
+        self._cpu_start = _cpu_seconds()
         self.step_rate, self.steps_left = None, 0
 
     def end(self, name: str):
         self._check(name)
         self.finished[name] = self.now() - (self.current_start if self.current == name else self.now())
         if self.current == name:
+            user, system = (a - b for a, b in zip(_cpu_seconds(), self._cpu_start))
+            self.cpu[name] = {"user": round(user, 1), "system": round(system, 1)}
             self.current = None
 
     def skip(self, name: str):
@@ -143,7 +154,7 @@ class RunClock:
 
     def record(self) -> dict:
         """What the clock saw, for the run's report: step times and the estimates said."""
-        return {"seconds": {n: round(s, 1) for n, s in self.finished.items()},
+        return {"seconds": {n: round(s, 1) for n, s in self.finished.items()}, "cpu_seconds": dict(self.cpu),
                 "planned_units": dict(self.units), "skipped": sorted(self.skipped),
                 "seconds_per_unit": self.seconds_per_unit(),
                 "estimates": [{"elapsed_s": round(e, 1), "left_s": round(left, 1)} for e, left in self.estimates]}

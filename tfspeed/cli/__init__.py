@@ -68,6 +68,8 @@ def main(argv=None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     previous = None
+    if hasattr(sys.stdout, "reconfigure") and not sys.stdout.isatty():
+        sys.stdout.reconfigure(line_buffering=True)  # progress lines reach a pipe or a log file when printed
     if threading.current_thread() is threading.main_thread():
         # a polite kill (SIGTERM, e.g. a CI timeout) unwinds like Ctrl-C: temporary outputs removed, claims released
         previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -36,7 +36,7 @@ class BudgetRecord:
         seq_length, num_examples: of the validation run.
         chosen: name of the chosen candidate, `None` if none was within budget.
         tried: one dict per candidate, in the order tried: `name`, `mode`, `float_ops`, `status`
-            (`"within_budget"`, `"over_budget"`, `"failed"`, `"not_evaluated"`), `accuracy`, `drop`,
+            (`"within_budget"`, `"over_budget"`, `"screened_out"`, `"failed"`, `"not_evaluated"`), `accuracy`, `drop`,
             `size_bytes`, `gzip_bytes`, `latency_ms`, `fell_back` (float op types with counts), `int8` (FC/BMM
             counts), `error`.
     """
@@ -62,6 +62,8 @@ class BudgetRecord:
         for t in self.tried:
             acc = f"{t['accuracy']:.4f}" if t.get("accuracy") is not None else "-"
             drop = f"{100 * t['drop']:+.2f}" if t.get("drop") is not None else "-"
+            if t.get("screen_drop") is not None:  # screened out: its drop on the sample
+                drop = f"~{100 * t['screen_drop']:+.1f}"
             size = f"{t['size_bytes'] / 1e6:.2f}" if t.get("size_bytes") else "-"
             gz = f"{t['gzip_bytes'] / 1e6:.2f}" if t.get("gzip_bytes") else "-"
             ms = f"{t['latency_ms']:.2f}" if t.get("latency_ms") is not None else "-"
@@ -82,6 +84,8 @@ class BudgetError(RuntimeError):
         super().__init__(message)
         self.record = record
 
+
+SCREEN_MARGIN = 0.05  # a candidate this far past the budget on the screening sample is not evaluated in full
 
 def _check_max_drop(max_drop):
     if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not 0 <= max_drop < 1:
@@ -113,7 +117,7 @@ def export_within_budget(model, validation_split, max_drop: float = 0.01, calibr
                          seq_length: Optional[int] = None,
                          num_calibration_samples: Optional[int] = _cal.DEFAULT_NUM_SAMPLES, vocab=None,
                          latency_runs: int = 20, num_threads: int = 1, evaluate_all: bool = False, seed: int = 0,
-                         verbose: bool = False):
+                         verbose: bool = False, screen: Optional[int] = 300):
     """The fastest TFLite configuration whose validation accuracy is within `max_drop` of the Keras model's.
 
     Args:
@@ -132,8 +136,12 @@ def export_within_budget(model, validation_split, max_drop: float = 0.01, calibr
         latency_runs: timed runs per candidate. Defaults to `20`.
         num_threads: interpreter threads for evaluation and timing. Defaults to `1`.
         evaluate_all: evaluate every candidate, not only up to the first within budget. Defaults to `False`.
-        seed: calibration sample seed. Defaults to `0`.
+        seed: calibration sample seed (and of the screening sample). Defaults to `0`.
         verbose: print progress. Defaults to `False`.
+        screen: each candidate is first run on this many validation examples (a seeded sample); one that loses
+            more than `max_drop` + 5 points there is `"screened_out"` without the full evaluation (on 300 examples
+            a candidate within the budget is that far below with a probability under 1%). `None` evaluates every
+            candidate in full; so does `evaluate_all`. Defaults to `300`.
 
     Returns:
         `(tflite_bytes, BudgetRecord)`.
@@ -220,6 +228,9 @@ def export_within_budget(model, validation_split, max_drop: float = 0.01, calibr
     else:
         sequence = list(cands)
 
+    screen_idx = None
+    if screen and not evaluate_all and len(labels) > 2 * screen:
+        screen_idx = np.sort(np.random.default_rng(seed).choice(len(labels), screen, replace=False))
     chosen = None
     for c in sequence:
         data = build(c)
@@ -230,6 +241,14 @@ def export_within_budget(model, validation_split, max_drop: float = 0.01, calibr
         if e["latency_ms"] is None:
             e["latency_ms"] = runner.median_latency_ms(row, runs=latency_runs)
             record.latency_source = "quick-median"
+        if screen_idx is not None:  # a sample first: a candidate far over the budget is not evaluated in full
+            sample = runner.logits({k: v[screen_idx] for k, v in validation_split.features.items()})
+            drop = float(np.mean(ref[screen_idx].argmax(-1) == labels[screen_idx])
+                         - np.mean(sample.argmax(-1) == labels[screen_idx]))
+            if drop > max_drop + SCREEN_MARGIN:
+                e.update(status="screened_out", screen_drop=drop, screen_examples=int(len(screen_idx)))
+                log(f"[budget] {c.name}: {100 * drop:.1f} points below on {len(screen_idx)} examples: screened out")
+                continue
         logits = runner.logits(validation_split.features)
         acc = float(np.mean(logits.argmax(-1) == labels))
         e.update(accuracy=acc, drop=baseline - acc,

@@ -155,7 +155,8 @@ class _Model:
 
 def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequence[str]] = None, vocab=None,
                   threads: int = 1, xnnpack: bool = True, max_length: int = 128, pad_length: int = 128,
-                  warmup: int = 10, baseline: int = 0, log=None, samples: bool = False, buckets=()) -> dict:
+                  warmup: int = 10, baseline: int = 0, log=None, samples: bool = False, buckets=(),
+                  padded_sample: Optional[int] = None) -> dict:
     """Latency of each model over `texts`, each text at the length the model takes it, interleaved.
 
     Args:
@@ -176,6 +177,9 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
             one entry per model (`()` or None: exact length) also works. Defaults to `()`.
         samples: also return each model's per-text times (`samples_ms`, in text order) and lengths run
             (`lengths`). Defaults to `False`.
+        padded_sample: run the models that pad every text to one length (their cost does not depend on the text)
+            on about this many texts only, evenly spread and still interleaved with the others; their statistics
+            and agreement are over those texts (`num_texts_run`). Defaults to `None` (every text).
 
     Returns:
         `{"num_texts", "token_lengths": {mean, p50, p90, p99, max}, "models": [...], "ratios": {stat: [...]},
@@ -203,10 +207,18 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
     n = len(texts)
     seconds = np.zeros((len(loaded), n))
     predictions = [np.full(n, -1) for _ in loaded]
+    ran = np.ones((len(loaded), n), bool)
+    if padded_sample is not None and padded_sample < n:
+        every = -(-n // max(1, int(padded_sample)))
+        for k, m in enumerate(loaded):
+            if not m.dynamic:
+                ran[k] = np.arange(n) % every == 0
     order = list(range(min(warmup, n))) + list(range(n))
     for step, i in enumerate(order):
         timed = step >= min(warmup, n)
         for k, m in enumerate(loaded):
+            if timed and not ran[k, i]:
+                continue
             elapsed, out = m.run(i)
             if timed:
                 seconds[k, i] = elapsed
@@ -217,22 +229,27 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
     counts = loaded[0].token_counts + 2
     results = []
     for k, m in enumerate(loaded):
-        real = m.lengths.sum()
+        mask = ran[k]
+        real = m.lengths[mask].sum()
+        took = seconds[k][mask]
         results.append({
             "name": names[k], "path": str(models[k]) if isinstance(models[k], (str, Path)) else None,
             "format": m.runner.format.value if isinstance(m.runner.format, Format) else str(m.runner.format),
             "length": "dynamic" if m.dynamic else m.length, "padded": not m.dynamic,
             "buckets": list(m.buckets.buckets) if m.buckets is not None else None,
-            "latency_ms": summarize(seconds[k]), "tokens_per_second": float(real / seconds[k].sum()),
-            "texts_per_second": float(n / seconds[k].sum()), "truncated": m.truncated,
+            "latency_ms": summarize(took), "tokens_per_second": float(real / took.sum()),
+            "texts_per_second": float(len(took) / took.sum()), "truncated": m.truncated,
+            "num_texts_run": int(mask.sum()),
             "mean_length_run": float(m.lengths.mean() if m.dynamic else m.length),
             **({"samples_ms": (seconds[k] * 1e3).tolist(), "lengths": m.lengths.tolist(),
                 "predictions": predictions[k].tolist()} if samples else {}),
         })
     base = results[baseline]["latency_ms"]
     ratios = {stat: [r["latency_ms"][stat] / base[stat] for r in results] for stat in ("mean", "median", "p90")}
-    agreement = [float(np.mean(p == predictions[baseline])) if (p >= 0).all() and (predictions[baseline] >= 0).all()
-                 else None for p in predictions]
+    agreement = []
+    for p in predictions:  # over the texts both ran (with their predictions)
+        both = (p >= 0) & (predictions[baseline] >= 0)
+        agreement.append(float(np.mean(p[both] == predictions[baseline][both])) if both.any() else None)
     return {"num_texts": n, "threads": threads, "max_length": max_length,
             "token_lengths": {"mean": float(counts.mean()), "p50": float(np.percentile(counts, 50)),
                               "p90": float(np.percentile(counts, 90)), "p99": float(np.percentile(counts, 99)),

@@ -46,6 +46,7 @@ def _version(dist: str):
 def environment() -> dict:
     """CPU model, cores, OS, Python and the versions of TensorFlow, tf_keras, LiteRT, onnxruntime, numpy."""
     from tfspeed.compat import tf
+    from tfspeed.runtime import allocator_settings
 
     try:
         affinity = len(os.sched_getaffinity(0))
@@ -64,6 +65,8 @@ def environment() -> dict:
         "ai_edge_litert": _version("ai-edge-litert"),
         "onnxruntime": _version("onnxruntime"),
         "numpy": _version("numpy"),
+        "allocator": allocator_settings(),
+        **({"onednn_max_cpu_isa": os.environ["ONEDNN_MAX_CPU_ISA"]} if os.environ.get("ONEDNN_MAX_CPU_ISA") else {}),
     }
 
 

@@ -12,7 +12,7 @@ BASELINE = "teacher-tf-float32"
 TARGETS = {"speedup": 8.0, "gzip_ratio": 10.0, "max_accuracy_drop_points": 2.0}
 
 
-def build(config, records: list, profile: dict, seconds: float) -> dict:
+def build(config, records: list, profile: dict, seconds: float, step_seconds: dict = None) -> dict:
     rows = {r["name"]: r for r in profile["models"]}
     base = next(r for r in records if r["name"] == BASELINE)
     base_latency = rows[BASELINE]["latency_ms"]["median"]
@@ -48,7 +48,7 @@ def build(config, records: list, profile: dict, seconds: float) -> dict:
                                          and combined["accuracy_drop_points"] <= TARGETS["max_accuracy_drop_points"])}
     return {"format_version": FORMAT_VERSION, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "baseline": BASELINE, "config": config.to_dict(), "environment": profile.get("environment"),
-            "seconds": seconds, "artifacts": artifacts, "combined": verdict}
+            "seconds": seconds, "step_seconds": dict(step_seconds or {}), "artifacts": artifacts, "combined": verdict}
 
 
 def pick_combined(artifacts: list):
@@ -70,7 +70,7 @@ def markdown(report: dict) -> str:
              f"Recipe `{','.join(report['config']['recipe'])}` on `{report['config']['model']}` / "
              f"`{report['config']['data']}`, seq_length {report['config']['seq_length']}, "
              f"{report['config']['threads']} thread(s). Run time {report['seconds'] / 60:.1f} min.", "",
-             f"Machine: {env.get('cpu_model', '?')}, {env.get('cpu_count', '?')} cores. "
+             f"Machine: {env.get('cpu_model', '?')}, {env.get('cpu_count', '?')} cores{_isa(env)}. "
              "Latency: median of interleaved runs, batch 1. "
              f"Ratios against `{report['baseline']}`."
              + (" Real texts: the mean over the test texts, interleaved text by text; dynamic-length files (`-varlen`) "
@@ -78,6 +78,7 @@ def markdown(report: dict) -> str:
              "| artifact | accuracy | Δ points | latency ms (median) | speed-up | size MB | gzip MB | gzip ratio |"
              + (" real texts: mean ms | speed-up |" if real else ""),
              "|---|---|---|---|---|---|---|---|" + ("---|---|" if real else "")]
+    lines[6:6] = _step_times(report)
     for a in report["artifacts"]:
         star = " **(combined)**" if a["combined"] else ""
         extra = ""
@@ -136,8 +137,27 @@ def pareto_png(report: dict, path: Path):
     plt.close(fig)
 
 
-def write_report(out: Path, config, records, profile, seconds, log=print) -> dict:
-    report = build(config, records, profile, seconds)
+def _isa(env: dict) -> str:
+    """The vector units that decide CPU training speed, as a few words ("AVX-512", "AVX2, no AVX-512")."""
+    flags = set(env.get("cpu_flags") or ())
+    if not flags:
+        return ""
+    words = "AVX-512" if "avx512f" in flags else ("AVX2, no AVX-512" if "avx2" in flags else "no AVX2")
+    if env.get("onednn_max_cpu_isa"):
+        words += f", oneDNN limited to {env['onednn_max_cpu_isa']}"
+    return f" ({words})"
+
+
+def _step_times(report: dict) -> list:
+    times = report.get("step_seconds") or {}
+    if not times:
+        return []
+    return ["Time per step: " + ", ".join(f"{name} {seconds / 60:.1f} min" for name, seconds in times.items())
+            + ".", ""]
+
+
+def write_report(out: Path, config, records, profile, seconds, log=print, step_seconds: dict = None) -> dict:
+    report = build(config, records, profile, seconds, step_seconds)
     _io.write_json(out / "report.json", report, overwrite=True)
     _io.write_text(out / "report.md", markdown(report), overwrite=True)
     pareto_png(report, out / "pareto.png")

@@ -20,6 +20,9 @@ from tfspeed.stages.qat import TFLITE_NAME as QAT_TFLITE
 
 CONFIG_FILE = "recipe.json"
 # The post-training int8 artifact: the int8 family only, most integer first, the first within the budget is kept.
+# Files that pad every text to one length cost the same on any text: the real-text profile runs them on this many
+# of the test texts (the dynamic-length files run on all of them).
+PADDED_SAMPLE = 200
 TEACHER_LAYERS = 6  # the clock's guess of the teacher's depth (MiniLM); only the time estimates use it
 INT8_CANDIDATES = ("int8", "int8-mixed", "int8-mixed+bmm", "int8-fc", "int8-attn-fc")
 
@@ -314,12 +317,13 @@ class Optimizer:
         length = self.config.seq_length  # dynamic-length files run on buckets up to it, as TextClassifier does
         buckets = tuple(b for b in DEFAULT_BUCKETS if b < length) + (length,)
         self.log(f"[{i}/{n}] real-text profile: {len(records)} models on {len(texts)} test texts, dynamic-length "
-                 f"files on length buckets {'/'.join(map(str, buckets))}, the others padded to {length}, "
+                 f"files on length buckets {'/'.join(map(str, buckets))}, the others padded to {length} (on "
+                 f"{min(PADDED_SAMPLE, len(texts))} of the texts: their cost does not depend on the text), "
                  "interleaved ...")
         result = profile_texts([r["path"] for r in records], texts, names=[r["name"] for r in records],
                                vocab=[r.get("vocab") for r in records], threads=self.config.threads,
                                max_length=self.config.seq_length, pad_length=self.config.seq_length, baseline=0,
-                               warmup=min(10, len(texts)), buckets=buckets)
+                               warmup=min(10, len(texts)), buckets=buckets, padded_sample=PADDED_SAMPLE)
         _io.write_json(path, result, overwrite=True)
         return result
 
@@ -327,7 +331,8 @@ class Optimizer:
         from tfspeed.recipe.report import write_report
 
         self.log(f"[{i}/{n}] report ...")
-        return write_report(self.out, self.config, records, profile, seconds, self.log)
+        return write_report(self.out, self.config, records, profile, seconds, self.log,
+                            step_seconds=dict(self.clock.finished))
 
 
 def _cores() -> int:
