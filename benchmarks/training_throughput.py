@@ -208,23 +208,17 @@ def main(argv=None) -> int:
     merged = {"environment": env, "seq_length": 128, "examples": args.examples, "warmup": args.warmup,
               "steps": args.steps, "batch_size": args.batch_size, "runs": keep + runs}
     # ratios within this invocation: each variant against the first one, each stage against the first stage
+    def step(stage, variant):
+        times = [r["seconds_per_step"] for r in runs if r["stage"] == stage and r["variant"] == variant]
+        return sum(times) / len(times) if times else None
+
     ratios = {}
-    for stage in stages:
-        first = [r for r in runs if r["stage"] == stage and r["variant"] == variants[0]]
-        for variant in variants[1:]:
-            other = [r for r in runs if r["stage"] == stage and r["variant"] == variant]
-            if first and other:
-                a = sum(r["seconds_per_step"] for r in first) / len(first)
-                b = sum(r["seconds_per_step"] for r in other) / len(other)
-                ratios[f"{stage}: {variant} / {variants[0]} time per step"] = b / a
-    for variant in variants:
-        first = [r for r in runs if r["stage"] == stages[0] and r["variant"] == variant]
-        for stage in stages[1:]:
-            other = [r for r in runs if r["stage"] == stage and r["variant"] == variant]
-            if first and other:
-                a = sum(r["seconds_per_step"] for r in first) / len(first)
-                b = sum(r["seconds_per_step"] for r in other) / len(other)
-                ratios[f"{variant}: {stage} / {stages[0]} time per step"] = b / a
+    pairs = [(f"{stage}: {v} / {variants[0]}", (stage, variants[0]), (stage, v))
+             for stage in stages for v in variants[1:]]
+    pairs += [(f"{v}: {stage} / {stages[0]}", (stages[0], v), (stage, v)) for v in variants for stage in stages[1:]]
+    for name, first, other in pairs:
+        if step(*first) and step(*other):
+            ratios[f"{name} time per step"] = step(*other) / step(*first)
     for k, v in ratios.items():
         print(f"{k}: {v:.3f}")
     merged["ratios"] = {**previous.get("ratios", {}), **ratios}
