@@ -10,6 +10,8 @@ from tfspeed.compat import tf
 from tfspeed.data.datasets import TextSplit
 from tfspeed.data.tokenizer import Tokenizer
 
+BUCKET_CHUNK = 50  # batches per length-sorted chunk: long enough to group lengths, short enough to keep the mix
+
 
 class EncodedSplit:
     """A split tokenized once: `features` (dict of int32 [n, seq_length]) and `labels` [n]."""
@@ -36,7 +38,8 @@ class EncodedSplit:
         n, lengths = len(self), self.lengths
         order = rng.permutation(n) if shuffle else np.arange(n)
         if bucket:
-            chunks = [order[i:i + batch_size * 50] for i in range(0, n, batch_size * 50)]
+            size = batch_size * BUCKET_CHUNK
+            chunks = [order[i:i + size] for i in range(0, n, size)]
             order = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in chunks])
         groups = [order[i:i + batch_size] for i in range(0, n, batch_size)]
         if shuffle:
@@ -54,27 +57,42 @@ class EncodedSplit:
         logits).
 
         With `bucket=True`, examples of similar length share a batch and each batch is cut to its longest example;
-        the model sees the same tokens, with less padding. Each epoch draws a new order when `shuffle=True`.
+        the model sees the same tokens, with less padding: the examples are taken in chunks of `BUCKET_CHUNK`
+        batches, each chunk sorted by length (the groups of `batch_indices`). Each epoch draws a new order when
+        `shuffle=True` (examples, then batches). The pipeline is tf.data ops only: no Python runs per batch, and
+        no `from_generator` (TensorFlow's generator dataset sets glibc's mmap threshold to 128 KB on Python 3.11,
+        undoing `tfspeed.runtime.tune_allocator`: many times more page faults per training step).
         """
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"Received an invalid value for `batch_size`, expected a positive integer. "
                              f"Received: batch_size={batch_size!r}")
-        epoch = [0]
+        if extra is not None and len(extra) != len(self):
+            raise ValueError(f"Expected `extra` with one row per example ({len(self)}). "
+                             f"Received: {len(extra)} rows.")
+        labels = self.labels if extra is None else (self.labels, np.asarray(extra))
+        ds = tf.data.Dataset.from_tensor_slices((dict(self.features), labels))
+        num_batches = -(-len(self) // batch_size)
+        if shuffle:
+            ds = ds.shuffle(len(self), seed=seed, reshuffle_each_iteration=True)
+        if bucket:
+            def sorted_batches(x, y):
+                order = tf.argsort(tf.reduce_sum(x["input_mask"], axis=1), stable=True)
+                chunk = tf.nest.map_structure(lambda t: tf.gather(t, order), (x, y))
+                return tf.data.Dataset.from_tensor_slices(chunk).batch(batch_size)
 
-        def batches():
-            rng = np.random.default_rng(seed + epoch[0])
-            epoch[0] += 1
-            for idx in self.batch_indices(batch_size, shuffle, rng, bucket):
-                x, y = self.batch(idx, bucket)
-                yield x, (y if extra is None else (y, extra[idx]))
+            def cut_to_longest(x, y):
+                width = tf.reduce_max(tf.reduce_sum(x["input_mask"], axis=1))
+                return {k: v[:, :width] for k, v in x.items()}, y
 
-        spec_x = {k: tf.TensorSpec([None, None], tf.int32) for k in self.features}
-        spec_y = tf.TensorSpec([None], tf.int32)
-        if extra is not None:
-            spec_y = (spec_y, tf.TensorSpec([None] + list(extra.shape[1:]), tf.as_dtype(extra.dtype)))
-        ds = tf.data.Dataset.from_generator(batches, output_signature=(spec_x, spec_y))
+            ds = ds.batch(batch_size * BUCKET_CHUNK).flat_map(sorted_batches)
+        else:
+            ds = ds.batch(batch_size)
+        if shuffle:
+            ds = ds.shuffle(num_batches, seed=seed + 1, reshuffle_each_iteration=True)
+        if bucket:
+            ds = ds.map(cut_to_longest)
         # the number of batches, so `fit` knows the steps of an epoch (progress, time left, schedules)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-len(self) // batch_size)))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(num_batches))
         if repeat:
             ds = ds.repeat()
         return ds.prefetch(2)
