@@ -21,8 +21,10 @@ Variants (`--variants`): `base` (tfspeed as it is: glibc keeps freed memory, `tf
 (`TFSPEED_MALLOC=0`: glibc's defaults); `malloc` (`TFSPEED_MALLOC=1`); `mallocenv` (the same thresholds set by
 `MALLOC_*_` variables before the process starts); `bfc` (TensorFlow's BFC allocator for the CPU); `xla` (the plain
 Keras stages compiled with `jit_compile=True`); `avx2` (`ONEDNN_MAX_CPU_ISA=AVX2`: oneDNN limited to AVX2, a
-stand-in for CPUs without AVX-512); `threads` (intra-op 2, inter-op 1). Combine with `+` (`avx2+nomalloc`). Each
-run also reports the process's system CPU share and minor page faults per step.
+stand-in for CPUs without AVX-512); `threads` (intra-op 2, inter-op 1); `generator` (a `from_generator` dataset
+iterated before training, as tfspeed's pipeline once used: TensorFlow then pins glibc's mmap threshold to 128 KB).
+Combine with `+` (`avx2+nomalloc`). Each run also reports the process's system CPU share and minor page faults per
+step.
 
 Writes benchmarks/results/training_throughput.json (merged with earlier runs of other pairs):
 
@@ -52,6 +54,7 @@ VARIANTS = {
     "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
     "threads": {"TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "1"},
     "bfc": {"TF_CPU_ALLOCATOR_USE_BFC": "true"},
+    "generator": {"TFSPEED_BENCH_GENERATOR": "1"},
 }
 RESULTS = Path(__file__).parent / "results" / "training_throughput.json"
 
@@ -75,6 +78,11 @@ def _child(stage: str, examples: int, warmup: int, steps: int, batch_size: int) 
     from tfspeed.data import EncodedDataset, Tokenizer, load_dataset
     from tfspeed.data.pipeline import EncodedSplit
 
+    if os.environ.get("TFSPEED_BENCH_GENERATOR") == "1":
+        # what tfspeed's pipeline did before it was built of tf.data ops: a from_generator dataset, whose kernel pins
+        # glibc's mmap threshold to 128 KB for the rest of the process (tf.data's Python 3.11 memory patch)
+        for _ in tf.data.Dataset.from_generator(lambda: iter(range(2)), output_signature=tf.TensorSpec([], tf.int64)):
+            pass
     if os.environ.get("TF_NUM_INTRAOP_THREADS"):
         tf.config.threading.set_intra_op_parallelism_threads(int(os.environ["TF_NUM_INTRAOP_THREADS"]))
         tf.config.threading.set_inter_op_parallelism_threads(int(os.environ["TF_NUM_INTEROP_THREADS"]))

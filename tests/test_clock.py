@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tfspeed.clock import STEP_COST, RunClock, StageProgress
+from tfspeed.clock import SPREAD, STEP_COST, RunClock, StageProgress
 from tfspeed.compat import keras
 
 
@@ -31,10 +31,14 @@ def test_estimate_from_the_current_stage_then_from_finished_steps():
     clock.begin("distill")
     now.t = 75.0  # 15 s into a stage planned at 30 s: 15 s of it left
     assert clock.remaining() == pytest.approx(15 + 20 * 0.6)
+    # nothing of the rest is timed on this machine yet: it may take up to SPREAD times as long
+    assert clock.remaining_range() == pytest.approx((27.0, 27.0 * SPREAD))
     line = clock.say("[2/3] distill: ")
-    assert line.startswith("[2/3] distill: about 27 s left in the run on this machine") and lines == [line]
+    assert line.startswith("[2/3] distill: about 27 s left in the run on this machine, up to 43 s; finishing "
+                           "between ") and lines == [line]
     record = clock.record()
-    assert record["seconds"] == {"teacher": 60.0} and record["estimates"] == [{"elapsed_s": 75.0, "left_s": 27.0}]
+    assert record["seconds"] == {"teacher": 60.0}
+    assert record["estimates"] == [{"elapsed_s": 75.0, "left_s": 27.0, "longest_s": pytest.approx(27.0 * SPREAD)}]
     assert set(record["cpu_seconds"]["teacher"]) == {"user", "system"}  # this process's CPU time in the step
 
 
@@ -46,6 +50,7 @@ def test_skipped_steps_cost_nothing_and_do_not_set_the_speed():
     now.t = 5.0
     clock.training(seconds_per_step=0.2, units_per_step=STEP_COST["distill"], steps_left=10)
     assert clock.remaining() == pytest.approx(10 * 0.2)  # only distill's own steps are left
+    assert clock.remaining_range() == pytest.approx((2.0, 2.0))  # all of it timed here: no spread
     assert clock.seconds_per_unit() == pytest.approx(0.2 / STEP_COST["distill"])
 
 
