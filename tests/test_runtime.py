@@ -12,11 +12,13 @@ SCRIPT = ("import ctypes, json, tfspeed.runtime as r; "
           "print(json.dumps({'tuned': r.tune_allocator(), 'settings': r.allocator_settings()}))")
 
 
-def _run(env_extra: dict) -> dict:
+def _run(env_extra: dict, script: str = SCRIPT) -> dict:
+    """`script` in a fresh interpreter, without this process's allocator variables, plus `env_extra`; its last
+    line of output as JSON."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("TFSPEED_MALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")}
     env.update(env_extra)
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -72,11 +74,6 @@ def test_training_pipeline_leaves_the_mmap_threshold_alone(malloc):
     # about 100,000 when each is a fresh mmap. TensorFlow's from_generator pins glibc's mmap threshold to 128 KB
     # for the rest of a Python 3.11 process (tf.data's memory patch): tfspeed's pipeline must not use it, whether
     # tfspeed tunes the allocator (TFSPEED_MALLOC=1) or leaves glibc's dynamic threshold (0).
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("TFSPEED_MALLOC", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")}
-    env["TFSPEED_MALLOC"] = malloc
-    out = subprocess.run([sys.executable, "-c", PIPELINE_SCRIPT], env=env, capture_output=True, text=True,
-                         check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = _run({"TFSPEED_MALLOC": malloc}, PIPELINE_SCRIPT)
     assert result["examples"] == 200
     assert result["faults"] < 30_000, result

@@ -147,11 +147,12 @@ class Optimizer:
             training(name, config, cost if name != "vocab" else 0.0)
         # teacher float32, float16, dynamic (+ varlen), the int8 budget search (about 3), one per stage (+ varlen)
         conversions = 6 + c.real_text + sum(1 + c.real_text if name != "qat" else 0.3 for name in c.recipe)
-        models = 5 + c.real_text + len(c.recipe) + c.real_text * (len(c.recipe) - ("qat" in c.recipe))
+        varlen = c.real_text * (1 + len(c.recipe) - ("qat" in c.recipe))  # -varlen twins: teacher, float stages
+        models = 5 + len(c.recipe) + varlen
         plan.append(("export", conversions * CONVERSION_COST * eval_scale))
         plan.append(("profile", PROFILE_COST * c.profile_runs * models))
         if c.real_text:
-            dynamic = len(c.recipe) + 1 - ("qat" in c.recipe)  # the -varlen twins run every text, the rest a sample
+            dynamic = varlen  # the -varlen twins run every text, the rest a sample
             plan.append(("real-text profile", REAL_TEXT_COST["dynamic"] * n_eval * dynamic
                          + REAL_TEXT_COST["padded"] * min(n_eval, PADDED_SAMPLE) * (models - dynamic)))
         plan.append(("report", 2.0))
