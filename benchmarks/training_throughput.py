@@ -22,7 +22,8 @@ Variants (`--variants`): `base` (tfspeed as it is: glibc keeps freed memory, `tf
 `MALLOC_*_` variables before the process starts); `bfc` (TensorFlow's BFC allocator for the CPU); `xla` (the plain
 Keras stages compiled with `jit_compile=True`); `avx2` (`ONEDNN_MAX_CPU_ISA=AVX2`: oneDNN limited to AVX2, a
 stand-in for CPUs without AVX-512); `threads` (intra-op 2, inter-op 1); `generator` (a `from_generator` dataset
-iterated before training, as tfspeed's pipeline once used: TensorFlow then pins glibc's mmap threshold to 128 KB).
+iterated before training, as tfspeed's pipeline once used: TensorFlow then pins glibc's mmap threshold to 128 KB);
+`eigen` (`TF_ENABLE_ONEDNN_OPTS=0`: TensorFlow's Eigen kernels instead of oneDNN's).
 Combine with `+` (`avx2+nomalloc`). Each run also reports the process's system CPU share and minor page faults per
 step.
 
@@ -55,6 +56,8 @@ VARIANTS = {
     "threads": {"TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "1"},
     "bfc": {"TF_CPU_ALLOCATOR_USE_BFC": "true"},
     "generator": {"TFSPEED_BENCH_GENERATOR": "1"},
+    "eigen": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    "frozen": {"TFSPEED_BENCH_FREEZE_EMBEDDINGS": "1"},
 }
 RESULTS = Path(__file__).parent / "results" / "training_throughput.json"
 
@@ -112,6 +115,8 @@ def _child(stage: str, examples: int, warmup: int, steps: int, batch_size: int) 
 
     clock = Clock()
     model = hub.build_classifier_from("minilm-l6", num_classes=2)
+    if os.environ.get("TFSPEED_BENCH_FREEZE_EMBEDDINGS") == "1":
+        model.get_layer("word_embeddings").trainable = False
     jit = os.environ.get("TFSPEED_JIT_COMPILE") == "1"
     if stage in ("keras-padded", "keras"):
         model.compile(optimizer=keras.optimizers.Adam(5e-5), jit_compile=jit,

@@ -83,7 +83,13 @@ class TFLiteClassifier:
         """The file's output for every row, as it computes it (logits, or probabilities with metadata)."""
         feats = features if self.dynamic else fit_features(features, self.seq_length, argument="split")
         n = len(feats[INPUT_NAMES[0]])
-        return np.stack([self({k: v[i:i + 1] for k, v in feats.items()}) for i in range(n)])
+        order = np.arange(n)
+        if self.dynamic:  # shortest first: the interpreter is resized (and re-planned) once per length, not per row
+            order = np.argsort(np.asarray(feats["input_mask"]).sum(-1), kind="stable")
+        out = [None] * n
+        for i in order:
+            out[i] = self({k: v[i:i + 1] for k, v in feats.items()})
+        return np.stack(out)
 
     def logits(self, features: dict) -> np.ndarray:
         """Logits [n, num_classes] (log-probabilities for a file whose output is `probability`)."""

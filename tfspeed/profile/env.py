@@ -18,6 +18,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_id() -> str:
+    """`"family F model M"` from /proc/cpuinfo, or `""`: it tells CPU generations apart where the model name does not
+    (a cloud VM's "AMD EPYC" is family 23 model 49, Zen 2, on one host and family 25, Zen 3, on another)."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key = line.split(":", 1)[0].strip().lower()
+                if key in ("cpu family", "model") and key not in fields:
+                    fields[key] = line.split(":", 1)[1].strip()
+                if not line.strip() and fields:
+                    break
+    except OSError:
+        pass
+    if "cpu family" not in fields:
+        return ""
+    return f"family {fields['cpu family']} model {fields.get('model', '?')}"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 _SIMD = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
          "amx_int8", "amx_bf16", "asimd", "asimddp", "sve")
 
@@ -48,15 +75,12 @@ def environment() -> dict:
     from tfspeed.compat import tf
     from tfspeed.runtime import allocator_settings
 
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        affinity = os.cpu_count()
     return {
         "cpu_model": cpu_model(),
+        "cpu_id": cpu_id(),
         "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
-        "cpus_available": affinity,
+        "cpus_available": usable_cores(),
         "machine": platform.machine(),
         "os": platform.platform(),
         "python": platform.python_version(),

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from tfspeed import _io, artifacts
+from tfspeed.profile.env import usable_cores
 from tfspeed.recipe.config import RecipeConfig
 from tfspeed.stages import StageContext, get_stage, timed
 from tfspeed.stages.qat import TFLITE_NAME as QAT_TFLITE
@@ -22,7 +23,7 @@ CONFIG_FILE = "recipe.json"
 # The post-training int8 artifact: the int8 family only, most integer first, the first within the budget is kept.
 # Files that pad every text to one length cost the same on any text: the real-text profile runs them on this many
 # of the test texts (the dynamic-length files run on all of them).
-PADDED_SAMPLE = 200
+PADDED_SAMPLE = 100
 TEACHER_LAYERS = 6  # the clock's guess of the teacher's depth (MiniLM); only the time estimates use it
 INT8_CANDIDATES = ("int8", "int8-mixed", "int8-mixed+bmm", "int8-fc", "int8-attn-fc")
 
@@ -110,7 +111,7 @@ class Optimizer:
         layers costs about k / L, structured pruning removes a third of a layer's work per head fraction and two
         thirds per FFN fraction, QAT costs 1.3x its model."""
         from tfspeed.clock import CONVERSION_COST, PROFILE_COST, QAT_COST, REAL_TEXT_COST, STAGE_OVERHEAD, RunClock
-        from tfspeed.profile.env import cpu_model
+        from tfspeed.profile.env import cpu_id, cpu_model, usable_cores
 
         c = self.config
         n_train = min(len(dataset.train), c.limit or len(dataset.train))
@@ -146,9 +147,10 @@ class Optimizer:
                 cost *= 2.0  # TFMOT's wrappers (benchmarks/README.md, training throughput)
             training(name, config, cost if name != "vocab" else 0.0)
         # teacher float32, float16, dynamic (+ varlen), the int8 budget search (about 3), one per stage (+ varlen)
-        conversions = 6 + c.real_text + sum(1 + c.real_text if name != "qat" else 0.3 for name in c.recipe)
+        conversions = 3 + 3 * c.int8_ptq + c.real_text + sum(1 + c.real_text if name != "qat" else 0.1
+                                                             for name in c.recipe)
         varlen = c.real_text * (1 + len(c.recipe) - ("qat" in c.recipe))  # -varlen twins: teacher, float stages
-        models = 5 + len(c.recipe) + varlen
+        models = 4 + c.int8_ptq + len(c.recipe) + varlen
         plan.append(("export", conversions * CONVERSION_COST * eval_scale))
         plan.append(("profile", PROFILE_COST * c.profile_runs * models))
         if c.real_text:
@@ -156,7 +158,8 @@ class Optimizer:
             plan.append(("real-text profile", REAL_TEXT_COST["dynamic"] * n_eval * dynamic
                          + REAL_TEXT_COST["padded"] * min(n_eval, PADDED_SAMPLE) * (models - dynamic)))
         plan.append(("report", 2.0))
-        clock = RunClock(plan, log=self.log, machine=f"{cpu_model()}, {_cores()} cores")
+        machine = ", ".join(filter(None, [cpu_model(), cpu_id(), f"{usable_cores()} cores"]))
+        clock = RunClock(plan, log=self.log, machine=machine)
         clock.overhead.update(overhead)
         clock.step_units.update(step_units)
         return clock
@@ -237,9 +240,11 @@ class Optimizer:
                         more["metadata_bytes"] = metadata_bytes(data)
                 more["float_ops"] = export.op_histogram(data)["float_ops"]
                 _io.write_bytes(path, data, overwrite=True)
-                split = ctx.encoded(artifacts.load_info(source_dir).vocab_path).test
-                logits = export.evaluate(data, split, num_threads=_cores())  # accuracy: every core
-                acc = float((logits.argmax(-1) == split.labels).mean())
+                acc = more.pop("accuracy", None)  # a stage that evaluated its own file says so
+                if acc is None:
+                    split = ctx.encoded(artifacts.load_info(source_dir).vocab_path).test
+                    logits = export.evaluate(data, split, num_threads=usable_cores())  # accuracy: every core
+                    acc = float((logits.argmax(-1) == split.labels).mean())
                 _io.write_json(meta, {"accuracy": acc, **more, **extra,
                                       "export_seconds": round(time.perf_counter() - began, 1)})
                 self.log(f"    {name}.tflite: accuracy {acc:.4f}, {len(data) / 1e6:.1f} MB, "
@@ -267,7 +272,7 @@ class Optimizer:
                 data, rec = export.export_within_budget(model, encoded.validation, max_drop=c.max_drop,
                                                         calibration=encoded.train.features,
                                                         candidates=INT8_CANDIDATES, order="known",
-                                                        seq_length=c.seq_length, num_threads=_cores())
+                                                        seq_length=c.seq_length, num_threads=usable_cores())
             except export.BudgetError as e:
                 self.log(f"    no int8 configuration within {100 * c.max_drop:.1f} points: {e}")
                 _io.write_json(folder / "teacher-int8-ptq.budget.json", e.record.to_dict(), overwrite=True)
@@ -275,15 +280,17 @@ class Optimizer:
             self.log(rec.to_table())
             return data, {"budget": _brief_budget(rec.to_dict())}
 
-        tflite("teacher-int8-ptq", budget, teacher_dir, stage="teacher", mode="int8 within budget")
+        if c.int8_ptq:
+            tflite("teacher-int8-ptq", budget, teacher_dir, stage="teacher", mode="int8 within budget")
         for name, folder_ in chain:
             if name == "qat":
                 path = folder_ / QAT_TFLITE
-                stage_bytes = artifacts.read_metrics(folder_).get("metadata_bytes")
-                tflite(f"{folder_.name}-int8", lambda path=path, b=stage_bytes: (path.read_bytes(),
-                                                                                   {"metadata_bytes": b}),
-                       folder_, stage=name,
-                       mode="qat int8")
+                stage_metrics = artifacts.read_metrics(folder_)
+                # the stage evaluated this file on the same test split (its metadata adds a softmax: same argmax)
+                more = {"metadata_bytes": stage_metrics.get("metadata_bytes"),
+                        "accuracy": stage_metrics.get("tflite_accuracy")}
+                tflite(f"{folder_.name}-int8", lambda path=path, more=more: (path.read_bytes(), dict(more)),
+                       folder_, stage=name, mode="qat int8")
             else:
                 stage_model, _ = artifacts.load_model_dir(folder_)
                 dynamic(f"{folder_.name}-dynamic", stage_model, folder_, name)
@@ -336,15 +343,6 @@ class Optimizer:
         self.log(f"[{i}/{n}] report ...")
         return write_report(self.out, self.config, records, profile, seconds, self.log,
                             step_seconds=dict(self.clock.finished))
-
-
-def _cores() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _file_sizes(path) -> tuple:

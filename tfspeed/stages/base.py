@@ -108,6 +108,22 @@ class StageContext:
         key = hashlib.sha1(f"{Path(teacher).resolve()}|{self.seq_length}|{self.limit}".encode()).hexdigest()[:16]
         return Path(self.work_dir) / "teacher-logits" / f"{Path(teacher).name}-{key}.npz"
 
+    def known_accuracy(self, model_dir, model, split) -> float:
+        """Test accuracy of `model` (loaded from `model_dir`) on `split`: the one the directory's metrics.json
+        records when it was measured on the same data (dataset, test split, number of examples, seq_length), else
+        measured now."""
+        from tfspeed import artifacts
+        from tfspeed.train import accuracy
+
+        if isinstance(model_dir, (str, Path)) and artifacts.is_model_dir(model_dir):
+            m = artifacts.read_metrics(model_dir)
+            seq_length = int(split.features["input_word_ids"].shape[1])
+            if (isinstance(m.get("accuracy"), float) and m.get("split") == "test"
+                    and m.get("dataset") == self.dataset.name and m.get("num_examples") == len(split)
+                    and m.get("seq_length") == seq_length):
+                return m["accuracy"]
+        return accuracy(model, split)
+
     @property
     def verbose(self):
         return 1 if sys.stdout.isatty() else 2

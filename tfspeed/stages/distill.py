@@ -65,7 +65,7 @@ def run(source, config: DistillConfig, out: Optional[Path], ctx: StageContext, s
                                              callbacks=[*ctx.fit_callbacks("distill"), *callbacks],
                                              logits_cache=ctx.logits_cache(source))
     distiller = history.model
-    student_acc, teacher_acc = accuracy(student, encoded.test), accuracy(teacher, encoded.test)
+    student_acc, teacher_acc = accuracy(student, encoded.test), ctx.known_accuracy(source, teacher, encoded.test)
     c = config
     metrics = {"accuracy": student_acc, "teacher_accuracy": teacher_acc,
                "accuracy_ratio": student_acc / teacher_acc if teacher_acc else None,

@@ -76,7 +76,8 @@ def run(source, config: PruneStageConfig, out: Path, ctx: StageContext, callback
         raise ValueError(f"The model directory {str(source)!r} has no vocab.txt: cannot tokenize --data.")
     seq_length = ctx.seq_length or info.seq_length
     encoded = ctx.encoded(info.vocab_path, seq_length)
-    metrics = {"dense_accuracy": accuracy(model, encoded.test), "dataset": ctx.dataset.name, "model": str(source),
+    metrics = {"dense_accuracy": ctx.known_accuracy(source, model, encoded.test), "dataset": ctx.dataset.name,
+               "model": str(source),
                "seq_length": seq_length, "epochs": p.epochs, "batch_size": p.batch_size,
                "learning_rate": p.learning_rate, "distill": bool(p.distill)}
     if p.distill:

@@ -40,6 +40,7 @@ def run(source, config: QATConfig, out: Path, ctx: StageContext, callbacks: Sequ
     from tfspeed import _io, artifacts, export
     from tfspeed.compress import quantization as Q
     from tfspeed.export.quantized import int8_fractions, to_tflite
+    from tfspeed.profile.env import usable_cores
     from tfspeed.train import accuracy, predict_logits
 
     _io.check_writable(out, ctx.overwrite)
@@ -50,14 +51,14 @@ def run(source, config: QATConfig, out: Path, ctx: StageContext, callbacks: Sequ
                          f"{dataset.num_classes} ({dataset.label_names}).")
     seq_length = ctx.seq_length or seq_length or 128
     encoded = ctx.encoded(vocab, seq_length)
-    float_accuracy = accuracy(model, encoded.test) if not Q.is_quantized(model) else None
+    float_accuracy = ctx.known_accuracy(source, model, encoded.test) if not Q.is_quantized(model) else None
     start = time.perf_counter()
     qat_model, history = Q.qat_fit(model, encoded.train, encoded.validation, config=config, strategy=ctx.strategy,
                                    callbacks=[*ctx.fit_callbacks("qat"), *callbacks], verbose=ctx.verbose)
     train_seconds = time.perf_counter() - start
     keras_logits = predict_logits(qat_model, encoded.test)
     tflite = to_tflite(qat_model, seq_length)
-    lite_logits = export.evaluate(tflite, encoded.test)
+    lite_logits = export.evaluate(tflite, encoded.test, num_threads=usable_cores())
     labels = encoded.test.labels
     hist = export.op_histogram(tflite)
     metrics = {

@@ -22,10 +22,12 @@ def run(source, config: VocabConfig, out: Path, ctx: StageContext) -> dict:
         trimmed, kept = trim_vocabulary(model, info.vocab_path, encoded.train.features["input_word_ids"], new_vocab,
                                         min_count=config.min_count)
         after = ctx.encoded(new_vocab, info.seq_length)
-        metrics = {"accuracy": accuracy(trimmed, after.test), "accuracy_before": accuracy(model, encoded.test),
+        metrics = {"accuracy": accuracy(trimmed, after.test),
+                   "accuracy_before": ctx.known_accuracy(source, model, encoded.test),
                    "vocab_size_before": int(model.get_layer("word_embeddings").input_dim),
                    "vocab_size": int(len(kept)), "params_before": int(model.count_params()),
-                   "params": int(trimmed.count_params()), "split": "test", "num_examples": len(after.test)}
+                   "params": int(trimmed.count_params()), "split": "test", "num_examples": len(after.test),
+                   "dataset": ctx.dataset.name, "seq_length": int(after.test.features["input_word_ids"].shape[1])}
         artifacts.save_model_dir(trimmed, out, model_info(info, "vocab", new_vocab), metrics,
                                  overwrite=ctx.overwrite)
     return metrics
