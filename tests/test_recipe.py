@@ -60,7 +60,19 @@ def test_report_ratios_and_combined_choice():
     rows[3][0]["accuracy"] = 0.82  # now only the distilled model is within 2 points: 8x faster but 6x smaller
     report = build(RecipeConfig(), [r for r, _ in rows], {"models": [p for _, p in rows]}, 10.0)
     assert report["combined"]["artifact"] == "02-distill-dynamic" and report["combined"]["meets_targets"] is False
+    assert "meets_targets_real_text" not in report["combined"]  # no real-text profile, no verdict on it
     assert pick_combined([a for a in report["artifacts"] if a["stage"] == "teacher"]) is None
+    # with a real-text profile the targets are judged on both: the padded figure misses 8x, the real texts meet it
+    real = {"models": [{"name": n, "length": "dynamic", "latency_ms": {"mean": ms, "p90": ms}}
+                       for n, ms in [("teacher-tf-float32", 20.0), ("02-distill-dynamic", 2.0)]]}
+    rows[2][0]["gzip_bytes"] = 4_000_000  # 11.25x smaller after gzip
+    rows[2][1]["latency_ms"]["median"] = 6.0  # 6.7x at 128 padded tokens, 10x on the real texts
+    report = build(RecipeConfig(), [r for r, _ in rows], {"models": [p for _, p in rows], "real_text": real}, 10.0)
+    verdict = report["combined"]
+    assert verdict["artifact"] == "02-distill-dynamic" and verdict["real_text_speedup"] == pytest.approx(10.0)
+    assert verdict["meets_targets"] is False and verdict["meets_targets_real_text"] is True
+    assert "does NOT meet the targets (>= 8x, >= 10x, <= 2 points) at 128 padded tokens. On the real test texts it " \
+           "is 10.0x faster than the baseline: there it meets them." in markdown(report)
     # the machine's vector units and the time of each step are part of the report
     env = {"cpu_model": "AMD EPYC", "cpu_count": 2, "cpu_flags": ["avx2", "avx512f"], "onednn_max_cpu_isa": "AVX2"}
     report = build(RecipeConfig(), [r for r, _ in rows], {"models": [p for _, p in rows], "environment": env}, 600.0,

@@ -81,3 +81,23 @@ def test_optimize_runs_a_registered_stage_from_a_recipe_file(tiny_teacher_dir, s
     assert artifacts.load_info(out / "01-scale-classifier").extra["factor"] == 0.5
     assert artifacts.read_metrics(out / "01-scale-classifier")["factor"] == 0.5
     assert json.loads((out / "recipe.json").read_text())["stages"] == {"scale-classifier": {"factor": 0.5}}
+
+
+def test_a_stage_reuses_a_test_accuracy_measured_on_the_same_data(tiny_teacher_dir, sentiment_csv, tmp_path):
+    from tfspeed.data import load_dataset
+    from tfspeed.train import accuracy
+
+    ctx = StageContext(load_dataset(str(sentiment_csv)), eval_limit=20)
+    model, info = artifacts.load_model_dir(tiny_teacher_dir)
+    test = ctx.encoded(info.vocab_path, 16).test
+    measured = accuracy(model, test)
+    same = {"accuracy": 0.123456, "split": "test", "dataset": ctx.dataset.name, "num_examples": len(test),
+            "seq_length": 16}
+    others = [{**same, "dataset": "other"}, {**same, "num_examples": len(test) + 1}, {**same, "seq_length": 32},
+              {**same, "split": "validation"}, {k: v for k, v in same.items() if k != "dataset"}]
+    for i, metrics in enumerate([same, *others]):
+        path = tmp_path / f"m{i}"
+        artifacts.save_model_dir(model, path, info, metrics)
+        expected = 0.123456 if metrics is same else measured
+        assert ctx.known_accuracy(path, model, test) == pytest.approx(expected), metrics
+    assert ctx.known_accuracy(model, model, test) == pytest.approx(measured)  # not a directory: measured

@@ -43,12 +43,17 @@ def build(config, records: list, profile: dict, seconds: float, step_seconds: di
         verdict = {"artifact": combined["name"], "speedup": combined["speedup"], "gzip_ratio": combined["gzip_ratio"],
                    "real_text_speedup": combined.get("real_text_speedup"),
                    "accuracy_drop_points": combined["accuracy_drop_points"], "targets": TARGETS,
-                   "meets_targets": bool(combined["speedup"] >= TARGETS["speedup"]
-                                         and combined["gzip_ratio"] >= TARGETS["gzip_ratio"]
-                                         and combined["accuracy_drop_points"] <= TARGETS["max_accuracy_drop_points"])}
+                   "meets_targets": _meets(combined["speedup"], combined)}
+        if combined.get("real_text_speedup"):  # the same targets with the speed-up measured on the real test texts
+            verdict["meets_targets_real_text"] = _meets(combined["real_text_speedup"], combined)
     return {"format_version": FORMAT_VERSION, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "baseline": BASELINE, "config": config.to_dict(), "environment": profile.get("environment"),
             "seconds": seconds, "step_seconds": dict(step_seconds or {}), "artifacts": artifacts, "combined": verdict}
+
+
+def _meets(speedup: float, artifact: dict) -> bool:
+    return bool(speedup >= TARGETS["speedup"] and artifact["gzip_ratio"] >= TARGETS["gzip_ratio"]
+                and artifact["accuracy_drop_points"] <= TARGETS["max_accuracy_drop_points"])
 
 
 def pick_combined(artifacts: list):
@@ -94,8 +99,10 @@ def markdown(report: dict) -> str:
         lines += ["", f"Best combined model `{c['artifact']}`: {c['speedup']:.1f}x faster, {c['gzip_ratio']:.1f}x "
                       f"smaller (gzip), {c['accuracy_drop_points']:.2f} points less accurate: it {ok} the targets "
                       f"(>= {TARGETS['speedup']:.0f}x, >= {TARGETS['gzip_ratio']:.0f}x, <= "
-                      f"{TARGETS['max_accuracy_drop_points']:.0f} points)."
-                      + (f" On the real test texts it is {c['real_text_speedup']:.1f}x faster than the baseline."
+                      f"{TARGETS['max_accuracy_drop_points']:.0f} points) at {report['config']['seq_length']} "
+                      "padded tokens."
+                      + (f" On the real test texts it is {c['real_text_speedup']:.1f}x faster than the baseline: "
+                         f"there it {'meets' if c.get('meets_targets_real_text') else 'does NOT meet'} them."
                          if c.get("real_text_speedup") else "")]
     files = [a for a in report["artifacts"] if "float_ops" in a]
     if files:
