@@ -28,6 +28,21 @@ def model_dir(tmp_path_factory, tiny_config, vocab_file):
     return out
 
 
+@pytest.fixture(scope="module")
+def converted(model_dir):
+    """`convert(model_dir, mode, seq_length, metadata=...)` once per argument set for the module: the tests only
+    read the bytes."""
+    cache = {}
+
+    def get(mode, seq_length, metadata=True):
+        key = (mode, seq_length, metadata)
+        if key not in cache:
+            cache[key] = convert(model_dir, mode, seq_length=seq_length, metadata=metadata)
+        return cache[key]
+
+    return get
+
+
 def _rows(n=12, length=16, seed=0):
     rng = np.random.default_rng(seed)
     ids = rng.integers(5, 120, size=(n, length)).astype(np.int32)
@@ -59,8 +74,8 @@ def test_dynamic_file_gives_the_padded_files_predictions(model_dir, mode):
         assert op_histogram(dynamic)["int8"]["FULLY_CONNECTED"] == op_histogram(padded)["int8"]["FULLY_CONNECTED"]
 
 
-def test_a_text_longer_than_the_positions_is_cut_not_a_crash(model_dir):
-    data = convert(model_dir, "dynamic", seq_length="dynamic", metadata=False)
+def test_a_text_longer_than_the_positions_is_cut_not_a_crash(model_dir, converted):
+    data = converted("dynamic", "dynamic", metadata=False)
     runner = TFLiteClassifier(data)
     long_rows = _rows(2, POSITIONS + 10, seed=3)
     long_rows["input_mask"][:] = 1
@@ -68,13 +83,13 @@ def test_a_text_longer_than_the_positions_is_cut_not_a_crash(model_dir):
     np.testing.assert_allclose(runner.logits(long_rows), runner.logits(cut), atol=1e-6)
 
 
-def test_mediapipe_and_text_classifier_run_the_dynamic_file(model_dir, tmp_path):
+def test_mediapipe_and_text_classifier_run_the_dynamic_file(model_dir, tmp_path, converted):
     text = pytest.importorskip("mediapipe.tasks.python.text")
     path = tmp_path / "dyn.tflite"
-    path.write_bytes(convert(model_dir, "dynamic", seq_length="dynamic"))
+    path.write_bytes(converted("dynamic", "dynamic"))
     texts = ["good", "the movie was very good , not awful", "w1 w2 w3 " * 3]
     ours = TextClassifier(path, max_length=16).classify(texts)
-    padded = TextClassifier(convert(model_dir, "dynamic", seq_length=16)).classify(texts)
+    padded = TextClassifier(converted("dynamic", 16)).classify(texts)
     classifier = text.TextClassifier.create_from_model_path(str(path))
     try:
         for sentence, mine, fixed in zip(texts, ours, padded):
@@ -116,12 +131,12 @@ def _hf_named_file(model_dir, length):
     return converter.convert()
 
 
-def test_latency_on_real_texts_each_at_its_own_length(model_dir, vocab_file, tmp_path, capsys):
+def test_latency_on_real_texts_each_at_its_own_length(model_dir, vocab_file, tmp_path, capsys, converted):
     from tfspeed.export.latency import format_texts_report, profile_texts
 
     padded, dynamic, peer = tmp_path / "padded.tflite", tmp_path / "dynamic.tflite", tmp_path / "peer.tflite"
-    padded.write_bytes(convert(model_dir, "dynamic", seq_length=16))
-    dynamic.write_bytes(convert(model_dir, "dynamic", seq_length="dynamic"))
+    padded.write_bytes(converted("dynamic", 16))
+    dynamic.write_bytes(converted("dynamic", "dynamic"))
     peer.write_bytes(_hf_named_file(model_dir, 16))
     texts = ["good", "the movie was very good", "not great , not awful . the plot is unable", "w1 " * 30]
     result = profile_texts([padded, dynamic, peer], texts, vocab=vocab_file, max_length=16, warmup=2)
@@ -153,13 +168,13 @@ def test_latency_on_real_texts_each_at_its_own_length(model_dir, vocab_file, tmp
     assert "does not combine" in capsys.readouterr().err
 
 
-def test_padded_profile_runs_a_peer_file_with_other_input_names(model_dir, tmp_path, capsys):
+def test_padded_profile_runs_a_peer_file_with_other_input_names(model_dir, tmp_path, capsys, converted):
     """`tfspeed profile tfspeed.tflite peer.tflite --shape input_ids=1,16`: one shape and one set of token ids serve
     both namings (by role), so the two run side by side on the same tokens."""
     from tfspeed.profile import profile_models
 
     ours, peer = tmp_path / "ours.tflite", tmp_path / "peer.tflite"
-    ours.write_bytes(convert(model_dir, "dynamic", seq_length="dynamic", metadata=False))
+    ours.write_bytes(converted("dynamic", "dynamic", metadata=False))
     peer.write_bytes(_hf_named_file(model_dir, 16))
     result = profile_models([str(ours), str(peer)], shapes={"input_ids": [1, 16]}, runs=3, warmup=1,
                             progress=False, isolate=False)
@@ -169,10 +184,10 @@ def test_padded_profile_runs_a_peer_file_with_other_input_names(model_dir, tmp_p
     assert "peer.tflite" in capsys.readouterr().out
 
 
-def test_length_buckets_give_the_exact_length_results(model_dir, tmp_path):
+def test_length_buckets_give_the_exact_length_results(model_dir, tmp_path, converted):
     from tfspeed.export.buckets import BucketRunner
 
-    data = convert(model_dir, "float32", seq_length="dynamic", metadata=False)
+    data = converted("float32", "dynamic")
     exact, runner = TFLiteClassifier(data), BucketRunner(data, buckets=(4, 8, 16))
     rows = _rows(10, 16, seed=7)
     for i in range(10):
@@ -181,7 +196,7 @@ def test_length_buckets_give_the_exact_length_results(model_dir, tmp_path):
         np.testing.assert_allclose(runner(row), exact(row), atol=1e-5)  # padding is masked out: only rounding
         assert runner.bucket(n) == next(b for b in (4, 8, 16) if n <= b)
     path = tmp_path / "varlen.tflite"
-    path.write_bytes(convert(model_dir, "float32", seq_length="dynamic"))
+    path.write_bytes(converted("float32", "dynamic"))
     texts = ["good", "the movie was very good , not awful", "w1 w2 " * 12]
     a = TextClassifier(path, max_length=16, buckets=(4, 8)).predict_proba(texts)
     b = TextClassifier(path, max_length=16, buckets=()).predict_proba(texts)
@@ -193,20 +208,20 @@ def test_length_buckets_give_the_exact_length_results(model_dir, tmp_path):
 @pytest.mark.parametrize("buckets, match", [
     ((16, 8), "increasing"), ((0, 8), "increasing token lengths >= 3"), (("a",), "increasing positive"),
 ])
-def test_bad_bucket_lists_are_refused(model_dir, buckets, match):
+def test_bad_bucket_lists_are_refused(model_dir, buckets, match, converted):
     from tfspeed.export.buckets import BucketRunner
 
     with pytest.raises(ValueError, match=match):
-        BucketRunner(convert(model_dir, "dynamic", seq_length="dynamic", metadata=False), buckets=buckets)
+        BucketRunner(converted("dynamic", "dynamic", metadata=False), buckets=buckets)
 
 
-def test_buckets_beyond_max_length_and_on_a_fixed_file_are_refused(model_dir, vocab_file, capsys):
+def test_buckets_beyond_max_length_and_on_a_fixed_file_are_refused(model_dir, vocab_file, capsys, converted):
     from tfspeed.export.buckets import BucketRunner, check_buckets
 
     with pytest.raises(ValueError, match=r"at most 16 tokens.*Received: buckets=\[8, 32\]"):
         check_buckets((8, 32), max_length=16)
     with pytest.raises(ValueError, match="Expected a dynamic-length .tflite"):
-        BucketRunner(convert(model_dir, "dynamic", seq_length=16, metadata=False), buckets=(8, 16))
+        BucketRunner(converted("dynamic", 16), buckets=(8, 16))
     with pytest.raises(SystemExit):
         main(["predict", str(model_dir), "good", "--buckets", "32,16"])
     assert "increasing" in capsys.readouterr().err

@@ -163,7 +163,7 @@ def test_interrupted_training_stage_resumes_from_its_last_epoch(tiny_teacher_dir
     out = tmp_path / "run"
     args = ["optimize", "--model", str(tiny_teacher_dir), "--data", str(sentiment_csv), "--recipe", "distill",
             "--student-layers", "1", "--distill-epochs", "2", "--seq-length", "16", "--profile-runs", "3",
-            "--eval-limit", "40", "--out", str(out)]
+            "--eval-limit", "40", "--no-int8-ptq", "--no-real-text", "--out", str(out)]  # exports: end_to_end above
     with pytest.raises(_Interrupted):
         cli.main(args)
     assert not (out / "01-distill" / "metrics.json").exists()  # nothing half-written in the stage's place
