@@ -74,7 +74,7 @@ def test_dynamic_file_gives_the_padded_files_predictions(model_dir, mode):
         assert op_histogram(dynamic)["int8"]["FULLY_CONNECTED"] == op_histogram(padded)["int8"]["FULLY_CONNECTED"]
 
 
-def test_a_text_longer_than_the_positions_is_cut_not_a_crash(model_dir, converted):
+def test_a_text_longer_than_the_positions_is_cut_not_a_crash(converted):
     data = converted("dynamic", "dynamic", metadata=False)
     runner = TFLiteClassifier(data)
     long_rows = _rows(2, POSITIONS + 10, seed=3)
@@ -83,7 +83,7 @@ def test_a_text_longer_than_the_positions_is_cut_not_a_crash(model_dir, converte
     np.testing.assert_allclose(runner.logits(long_rows), runner.logits(cut), atol=1e-6)
 
 
-def test_mediapipe_and_text_classifier_run_the_dynamic_file(model_dir, tmp_path, converted):
+def test_mediapipe_and_text_classifier_run_the_dynamic_file(tmp_path, converted):
     text = pytest.importorskip("mediapipe.tasks.python.text")
     path = tmp_path / "dyn.tflite"
     path.write_bytes(converted("dynamic", "dynamic"))
@@ -184,7 +184,7 @@ def test_padded_profile_runs_a_peer_file_with_other_input_names(model_dir, tmp_p
     assert "peer.tflite" in capsys.readouterr().out
 
 
-def test_length_buckets_give_the_exact_length_results(model_dir, tmp_path, converted):
+def test_length_buckets_give_the_exact_length_results(tmp_path, converted):
     from tfspeed.export.buckets import BucketRunner
 
     data = converted("float32", "dynamic")
@@ -208,7 +208,7 @@ def test_length_buckets_give_the_exact_length_results(model_dir, tmp_path, conve
 @pytest.mark.parametrize("buckets, match", [
     ((16, 8), "increasing"), ((0, 8), "increasing token lengths >= 3"), (("a",), "increasing positive"),
 ])
-def test_bad_bucket_lists_are_refused(model_dir, buckets, match, converted):
+def test_bad_bucket_lists_are_refused(buckets, match, converted):
     from tfspeed.export.buckets import BucketRunner
 
     with pytest.raises(ValueError, match=match):
