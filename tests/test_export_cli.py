@@ -50,10 +50,11 @@ def test_cli_exports_with_a_report_and_refuses_to_overwrite(model_dir, sentiment
 
 def test_cli_unknown_mode_lists_the_accepted_ones(model_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        main(["export", str(model_dir), "--mode", "int4", "--out", str(tmp_path / "x.tflite")])
+        main(["export", str(model_dir), "--mode", "int3", "--out", str(tmp_path / "x.tflite")])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "int4" in err and all(m in err for m in ("float32", "float16", "dynamic", "'int8'", "int8-mixed"))
+    assert "int3" in err and all(m in err for m in ("float32", "float16", "dynamic", "'int8'", "int8-mixed", "int4",
+                                                    "16x8"))
 
 
 def test_cli_budget_picks_a_candidate(model_dir, sentiment_csv, tmp_path, capsys):

@@ -83,7 +83,8 @@ def test_metadata_fields_are_the_ones_mediapipe_parses(files):
 
 
 @pytest.mark.parametrize("mode", [pytest.param("float32", marks=pytest.mark.large),
-                                  pytest.param("float16", marks=pytest.mark.large), "dynamic", "int8-mixed"])
+                                  pytest.param("float16", marks=pytest.mark.large), "dynamic", "int8-mixed",
+                                  "int4", "16x8"])
 def test_mediapipe_text_classifier_runs_the_file_on_raw_strings(model_dir, mode, tmp_path):
     """MediaPipe tokenizes, runs and labels the file itself; its scores are tfspeed's within float rounding."""
     text = pytest.importorskip("mediapipe.tasks.python.text")
@@ -91,7 +92,10 @@ def test_mediapipe_text_classifier_runs_the_file_on_raw_strings(model_dir, mode,
                    for k in ("input_word_ids",)}
     calibration["input_mask"] = np.ones((8, 16), np.int32)
     calibration["input_type_ids"] = np.zeros((8, 16), np.int32)
-    data = convert(model_dir, mode, calibration=calibration if mode.startswith("int8") else None)
+    if mode in ("int4", "16x8"):
+        pytest.importorskip("litert_quantizer")
+    extra = {"block_size": 0} if mode == "int4" else {}  # intermediate size 48: no block of 32
+    data = convert(model_dir, mode, calibration=calibration if mode in ("int8-mixed", "16x8") else None, **extra)
     path = tmp_path / f"{mode}.tflite"
     path.write_bytes(data)
     ours = TextClassifier(path).classify(TEXTS)

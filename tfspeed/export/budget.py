@@ -22,6 +22,7 @@ from tfspeed.export.modes import Mode, candidates_by_name
 from tfspeed.export.parity import TFLiteClassifier, keras_logits
 
 ORDERS = ("measured", "known")
+OBJECTIVES = ("latency", "size")
 
 
 @dataclasses.dataclass
@@ -38,7 +39,8 @@ class BudgetRecord:
         tried: one dict per candidate, in the order tried: `name`, `mode`, `float_ops`, `status`
             (`"within_budget"`, `"over_budget"`, `"screened_out"`, `"failed"`, `"not_evaluated"`), `accuracy`, `drop`,
             `size_bytes`, `gzip_bytes`, `latency_ms`, `fell_back` (float op types with counts), `int8` (FC/BMM
-            counts), `error`.
+            counts), `error`. With `integer_only`, a candidate with float ops is `"not_integer"`.
+        objective: `"latency"` or `"size"`: what the choice minimized.
     """
 
     max_drop: float
@@ -48,6 +50,7 @@ class BudgetRecord:
     seq_length: int
     num_examples: int
     chosen: Optional[str] = None
+    objective: str = "latency"
     tried: list = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -55,7 +58,8 @@ class BudgetRecord:
 
     def to_table(self) -> str:
         head = (f"Accuracy budget: max drop {100 * self.max_drop:.2f} points from Keras {self.baseline_accuracy:.4f} "
-                f"({self.num_examples} validation examples, seq {self.seq_length}, order: {self.order}"
+                f"({self.num_examples} validation examples, seq {self.seq_length}, "
+                f"{'smallest' if self.objective == 'size' else 'order: ' + self.order}"
                 f"{', latency: ' + self.latency_source if self.latency_source else ''})")
         lines = [head, f"{'candidate':<16} {'status':<14} {'accuracy':>8} {'drop':>7} {'size MB':>8} {'gzip MB':>8} "
                        f"{'ms':>7}  fell back"]
@@ -117,8 +121,10 @@ def export_within_budget(model, validation_split, max_drop: float = 0.01, calibr
                          seq_length: Optional[int] = None,
                          num_calibration_samples: Optional[int] = _cal.DEFAULT_NUM_SAMPLES, vocab=None,
                          latency_runs: int = 20, num_threads: int = 1, evaluate_all: bool = False, seed: int = 0,
-                         verbose: bool = False, screen: Optional[int] = 300):
-    """The fastest TFLite configuration whose validation accuracy is within `max_drop` of the Keras model's.
+                         verbose: bool = False, screen: Optional[int] = 300, objective: str = "latency",
+                         integer_only: bool = False):
+    """The fastest (or smallest) TFLite configuration whose validation accuracy is within `max_drop` of the Keras
+    model's.
 
     Args:
         model: a tf_keras classifier or a tfspeed model directory (see `convert`), or a `Converter` (then
@@ -142,6 +148,10 @@ def export_within_budget(model, validation_split, max_drop: float = 0.01, calibr
             more than `max_drop` + 5 points there is `"screened_out"` without the full evaluation (on 300 examples
             a candidate within the budget is that far below with a probability under 1%). `None` evaluates every
             candidate in full; so does `evaluate_all`. Defaults to `300`.
+        objective: `"latency"` (the fastest within the budget) or `"size"` (the smallest file within it: every
+            candidate is converted and they are evaluated smallest first). Defaults to `"latency"`.
+        integer_only: only candidates whose every op computes in integers (`ops.integer_report`) may be chosen;
+            the others are recorded as `"not_integer"`. Defaults to `False`.
 
     Returns:
         `(tflite_bytes, BudgetRecord)`.
@@ -176,6 +186,9 @@ def export_within_budget(model, validation_split, max_drop: float = 0.01, calibr
     max_drop = _check_max_drop(max_drop)
     if order not in ORDERS:
         raise ValueError(f"Received an invalid value for `order`, expected one of {ORDERS}. Received: order={order!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"Received an invalid value for `objective`, expected one of {OBJECTIVES}. "
+                         f"Received: objective={objective!r}")
     cands = candidates_by_name(candidates)
     log = print if verbose else (lambda *a, **k: None)
     conv = model if isinstance(model, Converter) else Converter(model, seq_length, calibration,
@@ -186,7 +199,7 @@ def export_within_budget(model, validation_split, max_drop: float = 0.01, calibr
     labels = np.asarray(validation_split.labels)
     baseline = float(np.mean(ref.argmax(-1) == labels))
     record = BudgetRecord(max_drop=max_drop, baseline_accuracy=baseline, order=order, latency_source=None,
-                          seq_length=conv.seq_length, num_examples=int(len(labels)))
+                          seq_length=conv.seq_length, num_examples=int(len(labels)), objective=objective)
     log(f"[budget] Keras validation accuracy {baseline:.4f}; max drop {100 * max_drop:.2f} points")
     entries = {c.name: {**c.to_dict(), "status": "not_evaluated", "accuracy": None, "drop": None, "size_bytes": None,
                         "gzip_bytes": None, "latency_ms": None, "fell_back": None, "int8": None, "error": None}
@@ -201,13 +214,20 @@ def export_within_budget(model, validation_split, max_drop: float = 0.01, calibr
             if c.mode.needs_calibration and conv.calibration is None and not conv.qat:
                 raise ValueError("needs `calibration` (real text) for full int8")
             data = conv.convert(c)
-        except (ConversionError, ValueError) as e:
+        except (ConversionError, ValueError, ImportError) as e:
             entries[c.name].update(status="failed", error=str(e))
             log(f"[budget] {c.name}: failed: {e}")
             return None
         hist = _ops.op_histogram(data)
         entries[c.name].update(**_ops.sizes(data), fell_back=_ops.fell_back(hist), int8=hist["int8"],
                                convert_seconds=round(time.perf_counter() - t, 2))
+        if integer_only:
+            integer = _ops.integer_report(data)
+            if not integer["fully_integer"]:
+                entries[c.name].update(status="not_integer", error="float ops: " + ", ".join(
+                    f"{k} x{v}" for k, v in integer["float_ops"].items()))
+                log(f"[budget] {c.name}: not integer-only ({entries[c.name]['error']})")
+                return None
         models[c.name] = data
         log(f"[budget] {c.name}: converted, {len(data) / 1e6:.2f} MB")
         return data
@@ -216,14 +236,15 @@ def export_within_budget(model, validation_split, max_drop: float = 0.01, calibr
 
     row = {k: v[:1] for k, v in fit_features(validation_split.features, conv.eval_length,
                                              "validation_split").items()}
-    if order == "measured":
+    if order == "measured" or objective == "size":
         for c in cands:
             build(c)
         if models:
             latencies, record.latency_source = measure_latencies(models, row, latency_runs, num_threads)
             for name, ms in latencies.items():
                 entries[name]["latency_ms"] = ms
-        ranked = sorted((c for c in cands if c.name in models), key=lambda c: entries[c.name]["latency_ms"])
+        key = "size_bytes" if objective == "size" else "latency_ms"
+        ranked = sorted((c for c in cands if c.name in models), key=lambda c: entries[c.name][key])
         sequence = ranked + [c for c in cands if c.name not in models]
     else:
         sequence = list(cands)

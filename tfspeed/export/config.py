@@ -17,6 +17,13 @@ class BudgetOrder(StrEnum):
     KNOWN = "known"
 
 
+class Objective(StrEnum):
+    """What the accuracy budget minimizes among the configurations within it."""
+
+    LATENCY = "latency"
+    SIZE = "size"
+
+
 class EvalSplit(StrEnum):
     """The split of the parity report (`none` skips it)."""
 
@@ -63,6 +70,13 @@ class ExportConfig(StageConfig):
         threads: interpreter threads for evaluation. Defaults to `1`.
         metadata: write TFLite metadata (vocabulary, labels, a softmax `probability` output) so that MediaPipe
             Tasks' `TextClassifier` and `tfspeed predict` run the file on raw text. Defaults to `True`.
+        block_size: LiteRT quantizer int4 modes: weights per scale (32, 64, 128, 256), or 0 for one scale per
+            output channel. Defaults to `None` (32).
+        recipe: LiteRT quantizer modes: per-part overrides such as `"attention=int8,head=int8"`. Defaults to `None`.
+        objective: with `max_drop`, pick the fastest (`"latency"`) or the smallest (`"size"`) configuration within
+            the budget. Defaults to `"latency"`.
+        integer_only: fail, listing the float ops, unless every op of the file computes in integers (what an NPU,
+            DSP or Edge TPU needs). Defaults to `False`.
     """
 
     mode: Mode = field(Mode.DYNAMIC, help="int8-mixed keeps --float-ops float")
@@ -85,6 +99,16 @@ class ExportConfig(StageConfig):
     threads: int = field(1, help="interpreter threads for evaluation")
     metadata: bool = field(True, help="write TFLite metadata (tokenizer vocabulary, labels, softmax output) for "
                                       "MediaPipe's TextClassifier and tfspeed predict")
+    block_size: Optional[int] = field(None, help="int4 modes (LiteRT quantizer): weights per scale, 32/64/128/256, or "
+                                                 "0 for one scale per output channel (default 32)")
+    recipe: Optional[str] = field(None, help="LiteRT quantizer modes: per-part overrides, e.g. "
+                                             "'attention=int8,head=int8' (parts embedding/attention/ffn/head/all/"
+                                             "re:REGEX; schemes int8/int4/int8-weights/int4-weights/int8-static/"
+                                             "16x8/float)")
+    objective: Objective = field(Objective.LATENCY, help="with --max-drop: the fastest or the smallest configuration "
+                                                         "within the budget")
+    integer_only: bool = field(False, help="fail, listing the float ops, unless every op computes in integers "
+                                           "(for NPUs, DSPs, the Edge TPU)")
 
     def validate(self):
         if self.seq_length is not None and self.seq_length != "dynamic":
@@ -93,5 +117,11 @@ class ExportConfig(StageConfig):
         check_positive_int("threads", self.threads)
         check_range("max_drop", self.max_drop, 0, 1, high_open=True, optional=True,
                     what="a fraction in [0, 1) (0.01 = one point)")
-        if self.max_drop is None and (self.candidates or self.order != BudgetOrder.MEASURED):
-            raise ValueError("`--candidates` and `--order` apply to the accuracy budget: pass --max-drop too.")
+        if self.max_drop is None and (self.candidates or self.order != BudgetOrder.MEASURED
+                                      or self.objective != Objective.LATENCY):
+            raise ValueError("`--candidates`, `--order` and `--objective` apply to the accuracy budget: pass "
+                             "--max-drop too.")
+        if self.max_drop is None:
+            from tfspeed.export.modes import resolve_quantizer
+
+            resolve_quantizer(self.mode, self.block_size, self.recipe)

@@ -20,7 +20,7 @@ from typing import Optional
 from tfspeed import _io
 from tfspeed.compat import keras, tf
 from tfspeed.export import calibration as _cal
-from tfspeed.export.modes import ALL_BUT_FC, INT8_KEPT_BY_WILDCARD, Candidate, Mode, resolve_mixed
+from tfspeed.export.modes import ALL_BUT_FC, INT8_KEPT_BY_WILDCARD, Candidate, Mode, resolve_mixed, resolve_quantizer
 from tfspeed.models.bert import INPUT_NAMES
 
 DEFAULT_SEQ_LENGTH = 128
@@ -254,16 +254,41 @@ class Converter:
                 self._calibrated = _run_converter(converter, "calibration")
         return self._calibrated
 
-    def convert(self, mode="dynamic", float_ops=None, float_nodes=None) -> bytes:
-        """.tflite bytes in `mode` (a `Mode`, its string or a `Candidate`); each configuration is converted once."""
+    def convert(self, mode="dynamic", float_ops=None, float_nodes=None, block_size=None, recipe=None) -> bytes:
+        """.tflite bytes in `mode` (a `Mode`, its string or a `Candidate`); each configuration is converted once.
+
+        `block_size` and `recipe` apply to the LiteRT quantizer's modes (see `quantizer.quantize`)."""
         if isinstance(mode, Candidate):
-            mode, float_ops, float_nodes = mode.mode, mode.float_ops, mode.float_nodes
+            c = mode
+            mode, float_ops, float_nodes, block_size, recipe = (c.mode, c.float_ops, c.float_nodes, c.block_size,
+                                                                c.recipe)
         mode = Mode.parse(mode)
         float_ops, float_nodes = resolve_mixed(mode, float_ops, float_nodes)
-        key = (mode, tuple(sorted(float_ops)), tuple(float_nodes))
+        block_size, recipe = resolve_quantizer(mode, block_size, recipe)
+        key = (mode, tuple(sorted(float_ops)), tuple(float_nodes), block_size, recipe)
         if key not in self._cache:
-            self._cache[key] = self._convert(mode, float_ops, float_nodes)
+            if mode.uses_quantizer:
+                self._cache[key] = self._quantizer(mode, block_size, recipe)
+            else:
+                self._cache[key] = self._convert(mode, float_ops, float_nodes)
         return self._cache[key]
+
+    def _quantizer(self, mode: Mode, block_size: int, recipe: tuple) -> bytes:
+        from tfspeed.export import quantizer
+
+        if self.qat:
+            raise ValueError("A QAT model carries its own quantization ranges: convert it with mode='int8'. "
+                             f"Received: mode={mode.value!r}")
+        entries = (("all", mode.value),) + tuple(recipe)
+        calibration = self.calibration_features() if quantizer.needs_calibration(entries) else None
+        try:
+            return quantizer.quantize(self.convert(Mode.FLOAT32), entries, block_size, calibration,
+                                      dynamic=self.dynamic)
+        except (ValueError, ImportError):
+            raise
+        except Exception as e:  # noqa: BLE001 - the quantizer raises many kinds; name the configuration
+            raise ConversionError(f"The LiteRT quantizer failed on mode={mode.value!r}, block_size={block_size}, "
+                                  f"recipe={list(recipe)}: {str(e)[:600]}", failed_ops(str(e))) from e
 
     def _convert(self, mode: Mode, float_ops: tuple, float_nodes: tuple) -> bytes:
         what = f"mode={mode.value!r}"
@@ -308,14 +333,16 @@ class Converter:
 
 def convert(model, mode="dynamic", seq_length: Optional[int] = None, calibration=None,
             num_calibration_samples: Optional[int] = _cal.DEFAULT_NUM_SAMPLES, float_ops=None, vocab=None,
-            seed: int = 0, float_nodes=None, metadata: Optional[bool] = None, labels=None) -> bytes:
+            seed: int = 0, float_nodes=None, metadata: Optional[bool] = None, labels=None, block_size=None,
+            recipe=None) -> bytes:
     """Converts a BERT classifier to .tflite bytes.
 
     Args:
         model: a tf_keras classifier (dict of int32 inputs -> logits), or a tfspeed model directory (its `vocab.txt`
             tokenizes calibration text and its `tfspeed.json` gives `seq_length`). Native, hub-layer, pruned (wrappers
             are stripped on a copy), distilled and QAT models all work.
-        mode: a `Mode` or its string: `"float32"`, `"float16"`, `"dynamic"`, `"int8"`, `"int8-mixed"`.
+        mode: a `Mode` or its string: `"float32"`, `"float16"`, `"dynamic"`, `"int8"`, `"int8-mixed"`, and through
+            the LiteRT quantizer `"int4"`, `"int8-weights"`, `"int4-weights"`, `"int8-static"`, `"16x8"`.
             Defaults to `"dynamic"`.
         seq_length: the fixed sequence length of the signature (batch is fixed at 1), or `"dynamic"`: inputs of
             shape [1, -1] that run at each text's own length (a short text costs a short run); the graph keeps at most
@@ -338,6 +365,11 @@ def convert(model, mode="dynamic", seq_length: Optional[int] = None, calibration
             model directory, or `vocab` and `labels` given); `True` requires it; `False` leaves it out. Defaults to
             `None`.
         labels: label names in output order, for the metadata. Defaults to the model directory's.
+        block_size: for the LiteRT quantizer's int4 modes, weights per scale (32, 64, 128, 256), or 0 for one scale
+            per output channel. Defaults to `None` (32).
+        recipe: for the LiteRT quantizer's modes, per-part overrides of `mode`: `"attention=int8,head=int8"`
+            (parts embedding / attention / ffn / head / all / re:<regex>; schemes int8, int4, int8-weights,
+            int4-weights, int8-static, 16x8, float). Defaults to `None`.
 
     Returns:
         The .tflite flatbuffer: signature `serving_default`, inputs `input_word_ids`, `input_mask`, `input_type_ids`
@@ -369,7 +401,7 @@ def convert(model, mode="dynamic", seq_length: Optional[int] = None, calibration
     if metadata not in (None, True, False):
         raise ValueError(f"Expected None, True or False for `metadata`. Received: metadata={metadata!r}")
     converter = Converter(model, seq_length, calibration, num_calibration_samples, vocab, seed)
-    data = converter.convert(mode, float_ops, float_nodes)
+    data = converter.convert(mode, float_ops, float_nodes, block_size, recipe)
     labels = labels if labels is not None else (converter.info.label_names if converter.info is not None else None)
     if metadata is False or (metadata is None and (converter.vocab is None or labels is None)):
         return data

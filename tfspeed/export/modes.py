@@ -40,6 +40,17 @@ class Mode(str, enum.Enum):
       LayerNorm statistics, softmax, GELU) and the ops whose output tensor names match `float_nodes` (default
       `DEFAULT_FLOAT_NODES`: the attention softmax block with its additive mask), which run in float32 between
       QUANTIZE / DEQUANTIZE ops.
+
+    Through Google's LiteRT quantizer (`litert-quantizer`, the `quantizer` extra), on the float32 file:
+
+    - `INT4` (`"int4"`): int4 weights (blockwise, `block_size` weights per scale, or channel-wise with 0), float
+      activations quantized on the fly; the embedding table too. About 0.6x the dynamic-range file.
+    - `INT8_WEIGHTS` / `INT4_WEIGHTS` (`"int8-weights"` / `"int4-weights"`): weight-only: integer weights
+      dequantized to float32 at run time, float compute. Small files with the float model's accuracy.
+    - `INT8_STATIC` (`"int8-static"`): int8 weights and activations, calibrated on real text, for every op the
+      quantizer supports (LayerNorm pieces, softmax and GELU included).
+    - `INT16X8` (`"16x8"`): int8 weights, int16 activations, calibrated: the integer mode that keeps BERT's
+      activation outliers and its attention mask.
     """
 
     FLOAT32 = "float32"
@@ -47,13 +58,23 @@ class Mode(str, enum.Enum):
     DYNAMIC = "dynamic"
     INT8 = "int8"
     INT8_MIXED = "int8-mixed"
+    INT4 = "int4"
+    INT8_WEIGHTS = "int8-weights"
+    INT4_WEIGHTS = "int4-weights"
+    INT8_STATIC = "int8-static"
+    INT16X8 = "16x8"
 
     def __str__(self):
         return self.value
 
     @property
     def needs_calibration(self) -> bool:
-        return self in (Mode.INT8, Mode.INT8_MIXED)
+        return self in (Mode.INT8, Mode.INT8_MIXED, Mode.INT8_STATIC, Mode.INT16X8)
+
+    @property
+    def uses_quantizer(self) -> bool:
+        """True for the modes written by the LiteRT quantizer from the float32 file."""
+        return self in QUANTIZER_MODES
 
     @classmethod
     def choices(cls) -> list:
@@ -70,6 +91,9 @@ class Mode(str, enum.Enum):
                     return m
         raise ValueError(f"Received an invalid value for `{argument}`, expected one of "
                          f"{', '.join(repr(c) for c in cls.choices())}. Received: {argument}={value!r}")
+
+
+QUANTIZER_MODES = frozenset({Mode.INT4, Mode.INT8_WEIGHTS, Mode.INT4_WEIGHTS, Mode.INT8_STATIC, Mode.INT16X8})
 
 
 def normalize_ops(ops, argument: str = "float_ops") -> tuple:
@@ -142,17 +166,41 @@ class Candidate:
     mode: Mode
     float_ops: Optional[tuple] = None
     float_nodes: Optional[tuple] = None
+    block_size: Optional[int] = None
+    recipe: Optional[tuple] = None
 
     def __post_init__(self):
         mode = Mode.parse(self.mode)
         ops, nodes = resolve_mixed(mode, self.float_ops, self.float_nodes)
+        block_size, recipe = resolve_quantizer(mode, self.block_size, self.recipe)
         object.__setattr__(self, "mode", mode)
         object.__setattr__(self, "float_ops", ops)
         object.__setattr__(self, "float_nodes", nodes)
+        object.__setattr__(self, "block_size", block_size)
+        object.__setattr__(self, "recipe", recipe)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "mode": self.mode.value, "float_ops": list(self.float_ops),
-                "float_nodes": list(self.float_nodes)}
+        out = {"name": self.name, "mode": self.mode.value, "float_ops": list(self.float_ops),
+               "float_nodes": list(self.float_nodes)}
+        if self.mode.uses_quantizer:
+            out.update(block_size=self.block_size, recipe=[list(e) for e in self.recipe])
+        return out
+
+
+def resolve_quantizer(mode: "Mode", block_size=None, recipe=None) -> tuple:
+    """`(block_size, recipe entries)` for a LiteRT-quantizer mode (block size 32 when not given; the recipe parsed,
+    see `quantizer.parse_recipe`); `(None, ())` for other modes, where giving either is a ValueError."""
+    from tfspeed.export import quantizer
+
+    mode = Mode.parse(mode)
+    if not mode.uses_quantizer:
+        if block_size is not None or recipe:
+            raise ValueError(f"`block_size` and `recipe` apply to the LiteRT quantizer's modes "
+                             f"({', '.join(sorted(m.value for m in QUANTIZER_MODES))}). Received: mode={mode.value!r}, "
+                             f"block_size={block_size!r}, recipe={recipe!r}")
+        return None, ()
+    block = quantizer.DEFAULT_INT4_BLOCK if block_size is None else quantizer.check_block_size(block_size)
+    return block, quantizer.parse_recipe(recipe)
 
 
 # int8-mixed: LayerNorm statistics, softmax, GELU and the attention softmax block float. int8-fc: only the dense
@@ -171,6 +219,19 @@ DEFAULT_CANDIDATES = (
     Candidate("float32", Mode.FLOAT32),
 )
 
+# The LiteRT quantizer's files (the `quantizer` extra), asked for by name (`--candidates int4,int4-ffn,...`): with
+# `objective="size"` the budget picks the smallest file within the accuracy drop. `int4-ffn`: the embedding table and
+# the FFN in int4, attention and head in int8 (the attention weights are the most sensitive to 4 bits).
+QUANTIZER_CANDIDATES = (
+    Candidate("int4", Mode.INT4),
+    Candidate("int4-channel", Mode.INT4, block_size=0),
+    Candidate("int4-ffn", Mode.INT4, recipe=(("attention", "int8"), ("head", "int8"))),
+    Candidate("int4-weights", Mode.INT4_WEIGHTS),
+    Candidate("int8-weights", Mode.INT8_WEIGHTS),
+    Candidate("int8-static", Mode.INT8_STATIC),
+    Candidate("16x8", Mode.INT16X8),
+)
+
 
 def candidates_by_name(names: Optional[Sequence] = None) -> tuple:
     """The `DEFAULT_CANDIDATES` called `names` (a list or comma-separated string), in the order given."""
@@ -178,7 +239,7 @@ def candidates_by_name(names: Optional[Sequence] = None) -> tuple:
         return DEFAULT_CANDIDATES
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
-    table = {c.name: c for c in DEFAULT_CANDIDATES}
+    table = {c.name: c for c in DEFAULT_CANDIDATES + QUANTIZER_CANDIDATES}
     out = []
     for n in names:
         if isinstance(n, Candidate):

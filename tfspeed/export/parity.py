@@ -64,6 +64,10 @@ class TFLiteClassifier:
         self.returns_probabilities = "probability" in outputs and "logits" not in outputs
         out = outputs.get("logits", outputs.get("probability"))
         self.output = out if out is not None else self.interpreter.get_output_details()[0]["index"]
+        detail = next(d for d in self.interpreter.get_output_details() if d["index"] == self.output)
+        scale, zero = detail.get("quantization", (0.0, 0))
+        # an integer output (a fully quantized file): dequantized, so accuracy and parity compare real values
+        self._dequantize = (float(scale), int(zero)) if np.dtype(detail["dtype"]).kind in "iu" and scale else None
 
     def __call__(self, row: dict) -> np.ndarray:
         if self.dynamic:
@@ -77,7 +81,11 @@ class TFLiteClassifier:
         for name, index in self.inputs.items():
             self.interpreter.set_tensor(index, row[name])
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output)[0].copy()
+        out = self.interpreter.get_tensor(self.output)[0].copy()
+        if self._dequantize is not None:
+            scale, zero = self._dequantize
+            out = (out.astype(np.float32) - zero) * scale
+        return out
 
     def outputs(self, features: dict) -> np.ndarray:
         """The file's output for every row, as it computes it (logits, or probabilities with metadata)."""
@@ -158,7 +166,8 @@ def parity_report(tflite, keras_model, split, num_threads: int = 1, keras_logits
     Returns:
         dict with `accuracy`, `keras_accuracy`, `accuracy_drop`, `argmax_agreement`, `max_abs_logit_diff`,
         `mean_abs_logit_diff`, `size_bytes`, `gzip_bytes`, `op_histogram` (see `op_histogram`), `fell_back` (float ops
-        other than quantize glue), `seq_length`, `num_examples` and optionally `latency_ms`.
+        other than quantize glue), `integer` (see `ops.integer_report`: `fully_integer` and the float ops),
+        `seq_length`, `num_examples` and optionally `latency_ms`.
     """
     from tfspeed.export.convert import load_classifier
 
@@ -183,7 +192,8 @@ def parity_report(tflite, keras_model, split, num_threads: int = 1, keras_logits
               "keras_accuracy": float(np.mean(keras_logits_.argmax(-1) == labels)),
               "argmax_agreement": float(np.mean(lite.argmax(-1) == keras_logits_.argmax(-1))),
               "max_abs_logit_diff": float(diff.max()), "mean_abs_logit_diff": float(diff.mean()),
-              **_ops.sizes(runner.data), "op_histogram": hist, "fell_back": _ops.fell_back(hist)}
+              **_ops.sizes(runner.data), "op_histogram": hist, "fell_back": _ops.fell_back(hist),
+              "integer": _ops.integer_report(runner.data)}
     report["accuracy_drop"] = report["keras_accuracy"] - report["accuracy"]
     if latency_runs:
         row = {k: v[:1] for k, v in fit_features(split.features, length, "split").items()}
@@ -209,9 +219,15 @@ def format_report(report: dict) -> str:
     for op, c in report["op_histogram"]["int8"].items():
         if c["total"]:
             extra = f", {c['hybrid-int8']} hybrid" if c["hybrid-int8"] else ""
+            extra += f", {c['hybrid-int4']} hybrid int4" if c.get("hybrid-int4") else ""
+            extra += f", {c['int16']} int16" if c.get("int16") else ""
             rows.append((op, f"{c['int8']}/{c['total']} int8{extra}"))
     fell = report.get("fell_back") or {}
     rows.append(("float ops", ", ".join(f"{k} x{v}" for k, v in fell.items()) or "none"))
+    if "integer" in report:
+        integer = report["integer"]
+        rows.append(("integer-only", "yes" if integer["fully_integer"] else
+                     "no: " + ", ".join(f"{k} x{v}" for k, v in integer["float_ops"].items())))
     width = max(len(k) for k, _ in rows)
     title = f"Parity report{': ' + report['name'] if report.get('name') else ''}"
     lines = [title, "-" * len(title)] + [f"{k:<{width}}  {v}" for k, v in rows]

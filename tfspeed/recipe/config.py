@@ -93,6 +93,9 @@ class RecipeConfig(StageConfig):
             gives both latencies and picks the combined model by the real-text one. Defaults to `True`.
         metadata: every .tflite carries TFLite metadata (vocabulary, labels, a softmax `probability` output) for
             MediaPipe's `TextClassifier` and `tfspeed predict`. Defaults to `True`.
+        extra_modes: also export the teacher and every float stage in these post-training modes (`NAME-MODE`,
+            e.g. `("int4", "16x8")`: see `tfspeed.export.Mode`); each file is evaluated, profiled and reported like
+            the others. Static modes calibrate on the training split. Defaults to `()`.
         limit / eval_limit: first N training / evaluation examples only (quick runs). Defaults to `None` (all).
         strategy: "mirrored" or "multi-worker" (from TF_CONFIG) for the training stages. Defaults to `None`.
         teacher: fine-tuning of the teacher (`FinetuneConfig`). Defaults to 3 epochs at 5e-5.
@@ -119,6 +122,9 @@ class RecipeConfig(StageConfig):
                                        "artifact on the real test texts, each at its own length")
     metadata: bool = field(True, help="write TFLite metadata (tokenizer vocabulary, labels, softmax output) into "
                                       "every .tflite, for MediaPipe's TextClassifier and tfspeed predict")
+    extra_modes: tuple = field((), parse=_stages, metavar="MODE,...",
+                               help="also export the teacher and every float stage in these modes (e.g. int4,16x8), "
+                                    "each evaluated, profiled and reported")
     limit: Optional[int] = field(None, help="first N training examples only")
     eval_limit: Optional[int] = field(None, help="first N validation/test examples only")
     strategy: Optional[str] = field(None, choices=list(STRATEGIES),
@@ -210,6 +216,12 @@ class RecipeConfig(StageConfig):
         if "qat" in self.recipe and self.recipe[-1] != "qat":
             raise ValueError("`qat` must be the last stage of `recipe` (its model is the int8 file). "
                              f"Received: recipe={','.join(self.recipe)!r}")
+        from tfspeed.export.modes import Mode
+
+        modes = _stages(self.extra_modes) if isinstance(self.extra_modes, str) else tuple(self.extra_modes)
+        self.extra_modes = tuple(Mode.parse(m, "extra_modes").value for m in modes)
+        if len(set(self.extra_modes)) != len(self.extra_modes):
+            raise ValueError(f"Each mode may appear once in `extra_modes`. Received: extra_modes={modes!r}")
         for name in ("seq_length", "threads", "profile_runs"):
             check_positive_int(name, getattr(self, name))
         for name in ("limit", "eval_limit"):

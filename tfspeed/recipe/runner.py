@@ -147,10 +147,11 @@ class Optimizer:
                 cost *= 2.0  # TFMOT's wrappers (benchmarks/README.md, training throughput)
             training(name, config, cost if name != "vocab" else 0.0)
         # teacher float32, float16, dynamic (+ varlen), the int8 budget search (about 3), one per stage (+ varlen)
-        conversions = 3 + 3 * c.int8_ptq + c.real_text + sum(1 + c.real_text if name != "qat" else 0.1
-                                                             for name in c.recipe)
+        extra = len(c.extra_modes) * (1 + len(c.recipe) - ("qat" in c.recipe))  # asked-for modes, float models
+        conversions = 3 + 3 * c.int8_ptq + c.real_text + extra + sum(1 + c.real_text if name != "qat" else 0.1
+                                                                     for name in c.recipe)
         varlen = c.real_text * (1 + len(c.recipe) - ("qat" in c.recipe))  # -varlen twins: teacher, float stages
-        models = 4 + c.int8_ptq + len(c.recipe) + varlen
+        models = 4 + c.int8_ptq + len(c.recipe) + varlen + extra
         plan.append(("export", conversions * CONVERSION_COST * eval_scale))
         plan.append(("profile", PROFILE_COST * c.profile_runs * models))
         if c.real_text:
@@ -259,6 +260,16 @@ class Optimizer:
             if c.real_text:  # the same file with inputs [1, -1]: each text runs at its own length
                 tflite(f"{name}-varlen", lambda: (export.convert(m, "dynamic", "dynamic"), {}), source_dir,
                        stage=stage, mode="dynamic, dynamic length")
+            for mode in c.extra_modes:  # asked for: e.g. int4 or 16x8 beside the dynamic-range file
+                base = name[:-len("-dynamic")] if name.endswith("-dynamic") else name
+
+                def make(mode=mode):
+                    calibration = None
+                    if export.Mode.parse(mode).needs_calibration:
+                        calibration = ctx.encoded(artifacts.load_info(source_dir).vocab_path).train.features
+                    return export.convert(m, mode, c.seq_length, calibration=calibration, metadata=False), {}
+
+                tflite(f"{base}-{mode}", make, source_dir, stage=stage, mode=mode)
 
         tflite("teacher-float32", lambda: (export.convert(model, "float32", c.seq_length), {}), teacher_dir,
                stage="teacher", mode="float32")

@@ -21,7 +21,7 @@ def run(source, config: ExportConfig, out, ctx: StageContext, report: Optional[P
     from tfspeed.data import EncodedSplit, Tokenizer
     from tfspeed.export.budget import export_within_budget
     from tfspeed.export.convert import Converter, save_tflite
-    from tfspeed.export.ops import op_histogram
+    from tfspeed.export.ops import check_integer_only, op_histogram
     from tfspeed.export.parity import format_report, parity_report
 
     _io.check_writable(out, ctx.overwrite, "out")
@@ -37,12 +37,16 @@ def run(source, config: ExportConfig, out, ctx: StageContext, report: Optional[P
         candidates = list(config.candidates) if config.candidates else None
         data, record = export_within_budget(
             converter, validation, max_drop=config.max_drop, candidates=candidates, order=config.order.value,
-            num_threads=config.threads, verbose=True)
+            num_threads=config.threads, verbose=True, objective=config.objective.value,
+            integer_only=config.integer_only)
         log(record.to_table())
         mode = next(t["mode"] for t in record.tried if t["name"] == record.chosen)
     else:
-        data = converter.convert(config.mode, config.float_ops, config.float_nodes)
+        data = converter.convert(config.mode, config.float_ops, config.float_nodes, config.block_size,
+                                 config.recipe)
         mode = config.mode.value
+        if config.integer_only:
+            check_integer_only(data, f"mode={mode!r}")
     parity = None
     if config.eval_split != EvalSplit.NONE:
         split_name = config.eval_split.value
