@@ -62,7 +62,10 @@ def list_ops(tflite) -> list:
         ins = [type_names[sg.tensors[i].type].lower() for i in op.inputs if i >= 0]
         outs = [type_names[sg.tensors[i].type].lower() for i in op.outputs if i >= 0]
         tensor = sg.tensors[op.outputs[0]].name.decode() if len(op.outputs) else ""
-        out.append((name, op_kind(ins, outs), tensor))
+        kind = op_kind(ins, outs)
+        if name == "EMBEDDING_LOOKUP" and len(ins) > 1 and ins[1] in ("int8", "int4") and outs[:1] == ["float32"]:
+            kind = f"hybrid-{ins[1]}"  # (ids, table): an integer table read out as float rows
+        out.append((name, kind, tensor))
     return out
 
 
