@@ -45,6 +45,8 @@ class Mode(str, enum.Enum):
 
     - `INT4` (`"int4"`): int4 weights (blockwise, `block_size` weights per scale, or channel-wise with 0), float
       activations quantized on the fly; the embedding table too. About 0.6x the dynamic-range file.
+    - `INT4_HR` (`"int4-hr"`): the same with each weight matrix Hadamard-rotated before rounding (the rotation is
+      undone in the graph): 4-bit steps fit outlier weights better.
     - `INT8_WEIGHTS` / `INT4_WEIGHTS` (`"int8-weights"` / `"int4-weights"`): weight-only: integer weights
       dequantized to float32 at run time, float compute. Small files with the float model's accuracy.
     - `INT8_STATIC` (`"int8-static"`): int8 weights and activations, calibrated on real text, for every op the
@@ -59,6 +61,7 @@ class Mode(str, enum.Enum):
     INT8 = "int8"
     INT8_MIXED = "int8-mixed"
     INT4 = "int4"
+    INT4_HR = "int4-hr"
     INT8_WEIGHTS = "int8-weights"
     INT4_WEIGHTS = "int4-weights"
     INT8_STATIC = "int8-static"
@@ -93,7 +96,8 @@ class Mode(str, enum.Enum):
                          f"{', '.join(repr(c) for c in cls.choices())}. Received: {argument}={value!r}")
 
 
-QUANTIZER_MODES = frozenset({Mode.INT4, Mode.INT8_WEIGHTS, Mode.INT4_WEIGHTS, Mode.INT8_STATIC, Mode.INT16X8})
+QUANTIZER_MODES = frozenset({Mode.INT4, Mode.INT4_HR, Mode.INT8_WEIGHTS, Mode.INT4_WEIGHTS, Mode.INT8_STATIC,
+                             Mode.INT16X8})
 
 
 def normalize_ops(ops, argument: str = "float_ops") -> tuple:
@@ -225,6 +229,7 @@ DEFAULT_CANDIDATES = (
 QUANTIZER_CANDIDATES = (
     Candidate("int4", Mode.INT4),
     Candidate("int4-channel", Mode.INT4, block_size=0),
+    Candidate("int4-hr", Mode.INT4_HR, block_size=0),
     Candidate("int4-ffn", Mode.INT4, recipe=(("attention", "int8"), ("head", "int8"))),
     Candidate("int4-weights", Mode.INT4_WEIGHTS),
     Candidate("int8-weights", Mode.INT8_WEIGHTS),

@@ -56,12 +56,16 @@ class Scheme:
     weight_bits: int = 8
     activation_bits: Optional[int] = None
     blockwise: bool = False  # int4: one scale per block of weights instead of per output channel
+    # the quantizer's algorithm: min/max, or a Hadamard rotation of each weight matrix before rounding (spreads
+    # outlier weights over the row, so 4-bit steps fit them better; the rotation is undone in the graph)
+    algorithm: str = "min_max_uniform_quantize"
 
 
 # Recipe scheme names. `int4` uses the block size given (`block_size`, 0 = channel-wise).
 SCHEMES = {
     "int8": Scheme("dynamic", 8),
     "int4": Scheme("dynamic", 4, blockwise=True),
+    "int4-hr": Scheme("dynamic", 4, blockwise=True, algorithm="DECOMPOSED_HADAMARD_ROTATION"),
     "int8-weights": Scheme("weight_only", 8),
     "int4-weights": Scheme("weight_only", 4),  # the quantizer's weight-only int4 is channel-wise only
     "int8-static": Scheme("static", 8, 8),
@@ -156,7 +160,7 @@ def _recipe_manager(entries, block_size: int):
         if s.kind == "float":
             manager.add_quantization_config(regex, op, algorithm_key="no_quantize")
         elif s.kind == "dynamic":
-            manager.add_dynamic_config(regex, op, s.weight_bits, gran)
+            manager.add_dynamic_config(regex, op, s.weight_bits, gran, s.algorithm)
         elif s.kind == "weight_only":
             manager.add_weight_only_config(regex, op, s.weight_bits, gran)
         else:
