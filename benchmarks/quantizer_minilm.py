@@ -1,11 +1,12 @@
 """Smaller and integer-only: the LiteRT quantizer's modes on the fine-tuned MiniLM, against the TFLite converter's.
 
-Files from one model directory at one fixed length (default 64: the longest Rotten Tomatoes review is 78 tokens,
-few are cut): float32, dynamic range (converter), int4 blockwise 32 / 64 / 128 and channel-wise, the same with
-Hadamard-rotated weights (`int4-hr`), int4 with the attention and head in int8 (`int4-ffn`), weight-only int8 /
-int4, static int8, 16x8 (LiteRT quantizer), full int8 (converter). Each is evaluated on the whole test split
-(accuracy, argmax agreement with float32, size, gzip, the integer-only check) and timed with tfspeed's profiler,
-all files interleaved, 1 thread. Then the accuracy budget with `objective="size"` picks the smallest file within `--max-drop` on the validation split.
+Files from one model directory at one fixed length (default 64: the longest Rotten Tomatoes review is 78 tokens, few
+are cut): float32, dynamic range (converter), int4 blockwise 32 / 64 / 128 and channel-wise, the same with Hadamard-
+rotated weights (`int4-hr`), int4 with the attention and head in int8 (`int4-ffn`), weight-only int8 / int4, static
+int8, 16x8 (LiteRT quantizer), full int8 (converter). Each is evaluated on the whole test split (accuracy, argmax
+agreement with float32, size, gzip, the integer-only check) and timed with tfspeed's profiler, all files
+interleaved, 1 thread. Then the accuracy budget with `objective="size"` picks the smallest file within `--max-drop`
+on the validation split.
 
 With `--student DIR --qat-file FILE` (the optimize chain's pruned student and its QAT int8 file), the student's
 integer-only files are timed against its QAT int8 file and its dynamic-range file in the same interleaved run.
