@@ -276,6 +276,7 @@ class Converter:
     def _quantizer(self, mode: Mode, block_size: int, recipe: tuple) -> bytes:
         from tfspeed.export import quantizer
 
+        quantizer.require()  # before any conversion
         if self.qat:
             raise ValueError("A QAT model carries its own quantization ranges: convert it with mode='int8'. "
                              f"Received: mode={mode.value!r}")
