@@ -14,11 +14,18 @@ TextClassifier(convert("runs/teacher")).classify(["A gripping film."])  # metada
 
 from tfspeed.export.budget import BudgetError, BudgetRecord, export_within_budget, measure_latencies
 from tfspeed.export.calibration import calibration_features, fit_features, representative_dataset
-from tfspeed.export.config import BudgetOrder, EvalSplit, ExportConfig
+from tfspeed.export.config import BudgetOrder, EvalSplit, ExportConfig, Objective
 from tfspeed.export.convert import ConversionError, Converter, convert, is_qat, save_tflite, serving_function
 from tfspeed.export.metadata import MetadataError, TextMetadata, add_metadata, read_metadata
-from tfspeed.export.modes import DEFAULT_CANDIDATES, DEFAULT_FLOAT_NODES, DEFAULT_FLOAT_OPS, Candidate, Mode
-from tfspeed.export.ops import list_ops, op_histogram, sizes
+from tfspeed.export.modes import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_FLOAT_NODES,
+    DEFAULT_FLOAT_OPS,
+    QUANTIZER_CANDIDATES,
+    Candidate,
+    Mode,
+)
+from tfspeed.export.ops import check_integer_only, integer_report, list_ops, op_histogram, sizes
 from tfspeed.export.parity import TFLiteClassifier, evaluate, format_report, parity_report
 from tfspeed.export.quantized import int8_fractions
 from tfspeed.export.sparsity import sparsity_report
@@ -44,6 +51,10 @@ __all__ = [
     "DEFAULT_CANDIDATES",
     "DEFAULT_FLOAT_NODES",
     "DEFAULT_FLOAT_OPS",
+    "QUANTIZER_CANDIDATES",
+    "Objective",
+    "check_integer_only",
+    "integer_report",
     "Mode",
     "TFLiteClassifier",
     "calibration_features",
