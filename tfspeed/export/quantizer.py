@@ -221,83 +221,74 @@ def embedding_lookups(float_model: bytes, min_elements: int = 1024) -> bytes:
     (1, 1)
     """
     from ai_edge_litert import schema_py_generated as fb
-    from ai_edge_litert.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(float_model))
-    gather = fb.BuiltinOperator.GATHER
-    changed = False
-    for sg in model.subgraphs:
-        operators = []
-        for op in sg.operators:
-            code = model.operatorCodes[op.opcodeIndex]
-            if max(code.builtinCode, code.deprecatedBuiltinCode) != gather or len(op.inputs) != 2:
-                operators.append(op)
-                continue
-            table, ids = sg.tensors[op.inputs[0]], sg.tensors[op.inputs[1]]
-            data = model.buffers[table.buffer].data if table.buffer < len(model.buffers) else None
-            axis = getattr(op.builtinOptions, "axis", 0) if op.builtinOptions is not None else 0
-            batch_dims = getattr(op.builtinOptions, "batchDims", 0) if op.builtinOptions is not None else 0
-            if (data is None or len(data) == 0 or table.type != fb.TensorType.FLOAT32 or len(table.shape) != 2
-                    or int(np.prod(table.shape)) < min_elements or axis != 0 or batch_dims != 0
-                    or ids.type != fb.TensorType.INT32):
-                operators.append(op)
-                continue
-            out = sg.tensors[op.outputs[0]]
-            out_sig = list(out.shapeSignature) if out.shapeSignature is not None and len(out.shapeSignature) \
-                else list(out.shape)
-            dim = int(table.shape[1])
-            n = int(np.prod(ids.shape))
-            flat_ids = _tensor(sg, fb, [n], [-1 if -1 in out_sig else n], fb.TensorType.INT32,
-                               out.name.decode() + "/ids")
-            rows = _tensor(sg, fb, [n, dim], [-1 if -1 in out_sig else n, dim], fb.TensorType.FLOAT32,
-                           out.name.decode() + "/lookup")
-            shape_in = _const_int32(model, sg, fb, [-1], out.name.decode() + "/ids_shape")
-            shape_out = _const_int32(model, sg, fb, [d if d != -1 else -1 for d in out_sig],
-                                     out.name.decode() + "/rows_shape")
-            reshape, lookup = _opcode(model, fb, fb.BuiltinOperator.RESHAPE), \
-                _opcode(model, fb, fb.BuiltinOperator.EMBEDDING_LOOKUP)
-            for opcode, ins, outs in ((reshape, [op.inputs[1], shape_in], [flat_ids]),
-                                      (lookup, [flat_ids, op.inputs[0]], [rows]),
-                                      (reshape, [rows, shape_out], [op.outputs[0]])):
-                new = fb.OperatorT()
-                new.opcodeIndex, new.inputs, new.outputs = opcode, ins, outs
-                operators.append(new)
-            changed = True
-        sg.operators = operators
-    if not changed:
-        return bytes(float_model)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    def replace(model, sg, op):
+        if len(op.inputs) != 2:
+            return None
+        table, ids = sg.tensors[op.inputs[0]], sg.tensors[op.inputs[1]]
+        data = model.buffers[table.buffer].data if table.buffer < len(model.buffers) else None
+        axis = getattr(op.builtinOptions, "axis", 0) if op.builtinOptions is not None else 0
+        batch_dims = getattr(op.builtinOptions, "batchDims", 0) if op.builtinOptions is not None else 0
+        if (data is None or len(data) == 0 or table.type != fb.TensorType.FLOAT32 or len(table.shape) != 2
+                or int(np.prod(table.shape)) < min_elements or axis != 0 or batch_dims != 0
+                or ids.type != fb.TensorType.INT32):
+            return None
+        out = sg.tensors[op.outputs[0]]
+        out_sig = list(out.shapeSignature) if out.shapeSignature is not None and len(out.shapeSignature) \
+            else list(out.shape)
+        dim, n, name = int(table.shape[1]), int(np.prod(ids.shape)), out.name.decode()
+        rows_sig = -1 if -1 in out_sig else n
+        flat_ids = _tensor(sg, fb, [n], [rows_sig], fb.TensorType.INT32, name + "/ids")
+        rows = _tensor(sg, fb, [n, dim], [rows_sig, dim], fb.TensorType.FLOAT32, name + "/lookup")
+        shape_in = _const_int32(model, sg, fb, [-1], name + "/ids_shape")
+        shape_out = _const_int32(model, sg, fb, out_sig, name + "/rows_shape")
+        reshape = _opcode(model, fb, fb.BuiltinOperator.RESHAPE)
+        lookup = _opcode(model, fb, fb.BuiltinOperator.EMBEDDING_LOOKUP)
+        return [_op(reshape, [op.inputs[1], shape_in], [flat_ids]), _op(lookup, [flat_ids, op.inputs[0]], [rows]),
+                _op(reshape, [rows, shape_out], list(op.outputs))]
+
+    return _rewrite(float_model, fb.BuiltinOperator.GATHER, replace)
 
 
 def squared_differences(float_model: bytes) -> bytes:
     """`float_model` with each SQUARED_DIFFERENCE(a, b) (LayerNorm's variance) written as d = SUB(a, b), MUL(d, d):
     the same values, in ops that have int16 kernels (SQUARED_DIFFERENCE has none, so 16x8 would leave it float)."""
     from ai_edge_litert import schema_py_generated as fb
+
+    def replace(model, sg, op):
+        out = sg.tensors[op.outputs[0]]
+        diff = _tensor(sg, fb, out.shape, out.shapeSignature if out.shapeSignature is not None else out.shape,
+                       out.type, out.name.decode() + "/diff")
+        sub, mul = _opcode(model, fb, fb.BuiltinOperator.SUB), _opcode(model, fb, fb.BuiltinOperator.MUL)
+        return [_op(sub, list(op.inputs), [diff], fb.BuiltinOptions.SubOptions, fb.SubOptionsT()),
+                _op(mul, [diff, diff], list(op.outputs), fb.BuiltinOptions.MulOptions, fb.MulOptionsT())]
+
+    return _rewrite(float_model, fb.BuiltinOperator.SQUARED_DIFFERENCE, replace)
+
+
+def _op(opcode: int, inputs: list, outputs: list, options_type: int = 0, options=None):
+    from ai_edge_litert import schema_py_generated as fb
+
+    op = fb.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = opcode, inputs, outputs
+    op.builtinOptionsType, op.builtinOptions = options_type, options
+    return op
+
+
+def _rewrite(float_model: bytes, builtin: int, replace) -> bytes:
+    """`float_model` with each op of type `builtin` replaced by `replace(model, subgraph, op)` (a list of new ops,
+    or None to keep it); the bytes unchanged when nothing was replaced."""
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(float_model))
-    target = fb.BuiltinOperator.SQUARED_DIFFERENCE
     changed = False
     for sg in model.subgraphs:
         operators = []
         for op in sg.operators:
             code = model.operatorCodes[op.opcodeIndex]
-            if max(code.builtinCode, code.deprecatedBuiltinCode) != target:
-                operators.append(op)
-                continue
-            out = sg.tensors[op.outputs[0]]
-            diff = _tensor(sg, fb, out.shape, out.shapeSignature if out.shapeSignature is not None else out.shape,
-                           out.type, out.name.decode() + "/diff")
-            sub, mul = _opcode(model, fb, fb.BuiltinOperator.SUB), _opcode(model, fb, fb.BuiltinOperator.MUL)
-            for opcode, ins, outs, options in ((sub, list(op.inputs), [diff], (fb.BuiltinOptions.SubOptions,
-                                                                              fb.SubOptionsT())),
-                                               (mul, [diff, diff], list(op.outputs), (fb.BuiltinOptions.MulOptions,
-                                                                                     fb.MulOptionsT()))):
-                new = fb.OperatorT()
-                new.opcodeIndex, new.inputs, new.outputs = opcode, ins, outs
-                new.builtinOptionsType, new.builtinOptions = options
-                operators.append(new)
-            changed = True
+            new = replace(model, sg, op) if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin else None
+            operators.extend(new if new is not None else [op])
+            changed |= new is not None
         sg.operators = operators
     if not changed:
         return bytes(float_model)
