@@ -26,9 +26,7 @@ True
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -380,16 +378,3 @@ def _quiet():
     stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
     return stack
 
-
-def load_recipe_file(path) -> list:
-    """A litert-quantizer JSON recipe file, as its list of dicts (passed through unchanged)."""
-    path = Path(path)
-    try:
-        recipe = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"Received an invalid value for `recipe`, expected a litert-quantizer JSON recipe file. "
-                         f"Received: {str(path)!r} ({e})") from e
-    if not isinstance(recipe, list):
-        raise ValueError(f"Received an invalid value for `recipe`, expected a JSON list of op configurations. "
-                         f"Received: {str(path)!r} holding a {type(recipe).__name__}")
-    return recipe
