@@ -31,6 +31,8 @@ class ModelInfo:
     stage: str
     vocab_path: Optional[str] = None
     extra: dict = dataclasses.field(default_factory=dict)
+    lower_case: bool = True  # the tokenizer lower-cases and strips accents (uncased BERTs)
+    text_pair: bool = False  # the model reads sentence pairs: [CLS] a [SEP] b [SEP]
 
 
 def custom_objects() -> dict:

@@ -172,6 +172,42 @@ def accuracy(model, split: EncodedSplit, batch_size: int = 128) -> float:
     return float(np.mean(np.argmax(predict_logits(model, split, batch_size), -1) == split.labels))
 
 
+def scores(predicted, labels, label_names: Sequence[str]) -> dict:
+    """Accuracy, macro-F1 and per-class accuracy of predicted class indices against `labels`.
+
+    `per_class_accuracy[name]` is the share of the examples of class `name` predicted as `name` (its recall);
+    `macro_f1` is the unweighted mean of every class's F1 (a class that neither occurs nor is predicted counts 0; a
+    class absent from `labels` has no per-class accuracy: `None`). With imbalanced classes a model that always
+    predicts the majority class has a high accuracy and a low macro-F1.
+
+    Example:
+
+    ```python
+    scores([1, 1, 0, 1], [1, 0, 0, 1], ["neg", "pos"])
+    # {'accuracy': 0.75, 'macro_f1': 0.733..., 'per_class_accuracy': {'neg': 0.5, 'pos': 1.0}}
+    ```
+    """
+    predicted, labels = np.asarray(predicted, np.int64).ravel(), np.asarray(labels, np.int64).ravel()
+    if predicted.shape != labels.shape:
+        raise ValueError(f"Expected as many predictions as labels. Received: {predicted.size} predictions and "
+                         f"{labels.size} labels.")
+    names = list(label_names)
+    f1, per_class = [], {}
+    for c, name in enumerate(names):
+        true, pred = labels == c, predicted == c
+        hits = int(np.sum(true & pred))
+        denominator = int(true.sum() + pred.sum())
+        f1.append(2.0 * hits / denominator if denominator else 0.0)
+        per_class[name] = float(hits / true.sum()) if true.any() else None
+    return {"accuracy": float(np.mean(predicted == labels)) if labels.size else float("nan"),
+            "macro_f1": float(np.mean(f1)) if f1 else float("nan"), "per_class_accuracy": per_class}
+
+
+def evaluate(model, split: EncodedSplit, label_names: Sequence[str], batch_size: int = 128) -> dict:
+    """`scores` of `model` on `split`: accuracy, macro-F1 and per-class accuracy."""
+    return scores(np.argmax(predict_logits(model, split, batch_size), -1), split.labels, label_names)
+
+
 
 def finetune(handle, data, out=None, epochs: int = 3, batch_size: int = 32, learning_rate: float = 5e-5,
              seq_length: int = 128, hub_layer: bool = False, limit: Optional[int] = None,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from tfspeed.data.config import DataConfig
 from tfspeed.recipe.config import DEMO, PRUNE_MODES, RecipeConfig
+
+_DATA_FLAGS = [f for f in DataConfig.field_names() if f not in ("limit", "eval_limit")]  # the recipe has its own
 
 # The shortcut flags: the settings of the stages that people change most (the nested configs hold the rest; a
 # --config file sets any of them).
@@ -36,8 +39,9 @@ def _add_options(parser, defaults: RecipeConfig):
     parser.add_argument("--config", default=None, help="a .json or .toml recipe file (flags override it)")
     shown = {f: getattr(defaults, f) for f in RecipeConfig.field_names()}
     RecipeConfig.add_arguments(parser, defaults=shown)
+    DataConfig.add_arguments(parser, only=_DATA_FLAGS, group="data")
     for action in parser._actions:  # flags left unset do not override --config
-        if action.dest in shown:
+        if action.dest in shown or action.dest in _DATA_FLAGS:
             action.default = None
     for key, (kind, text) in _SHORTCUT_FLAGS.items():
         choices = list(PRUNE_MODES) if key == "prune" else None
@@ -56,6 +60,10 @@ def _config(args, base: dict) -> RecipeConfig:
                    if getattr(args, f, None) is not None})
     values.update({k: getattr(args, "shortcut_" + k) for k in _SHORTCUT_FLAGS
                    if getattr(args, "shortcut_" + k) is not None})
+    data = {f: getattr(args, f) for f in _DATA_FLAGS if getattr(args, f, None) is not None}
+    if data:  # flags over the --config file's [data] table (or its `data = "file"`)
+        given = values.get("data", {})
+        values["data"] = {**(given if isinstance(given, dict) else {"data": str(given)}), **data}
     return RecipeConfig.from_dict(values)
 
 

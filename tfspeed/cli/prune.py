@@ -110,7 +110,7 @@ def run(args) -> int:
     _io.check_writable(args.out, args.overwrite)
     config = config_from_args(args)
     metrics = get_stage("prune").run(args.model, config, args.out, common.context(args, args.seq_length))
-    summary = {k: metrics[k] for k in ("accuracy", "dense_accuracy", "sparsity") if k in metrics}
+    summary = {k: metrics[k] for k in ("accuracy", "macro_f1", "dense_accuracy", "sparsity") if k in metrics}
     if "tflite" in metrics.get("report", {}):
         summary["tflite_dynamic_gzip_bytes"] = metrics["report"]["tflite"]["dynamic"]["gzip_bytes"]
     print(json.dumps(summary, indent=2))

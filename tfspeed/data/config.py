@@ -7,7 +7,7 @@ import dataclasses
 from typing import Optional
 
 from tfspeed.config import StageConfig, check_positive_int, field
-from tfspeed.data.datasets import BadRows, load_dataset
+from tfspeed.data.datasets import BadRows, load_splits
 
 
 def _names(text: str) -> tuple:
@@ -19,8 +19,13 @@ class DataConfig(StageConfig):
     """The labelled text a stage reads.
 
     Args:
-        data: `"rotten_tomatoes"` or a `.csv` / `.tsv` / `.jsonl` file. Defaults to `"rotten_tomatoes"`.
+        data: `"rotten_tomatoes"` or a `.csv` / `.tsv` / `.jsonl` file, split by a hash of each text (about 80%
+            train, 10% validation, 10% test; no seed). Defaults to `"rotten_tomatoes"`.
+        train / validation / test: split files the user already has, each used whole; the splits not given are
+            filled by the hash rule from `train` (or `data` when `train` is not given). Defaults to `None`.
         text_column: text column of a CSV / JSONL file. Defaults to `"text"`.
+        text_pair_column: second-text column, for sentence pairs (the model reads `[CLS] text [SEP] pair [SEP]`).
+            Defaults to `None` (single texts).
         label_column: label column of a CSV / JSONL file. Defaults to `"label"`.
         label_names: label names in index order. Defaults to `None` (the file's sorted labels).
         limit: use N training examples (quick runs): a seeded sample with every class in its share. Defaults to
@@ -32,7 +37,15 @@ class DataConfig(StageConfig):
     """
 
     data: str = field("rotten_tomatoes", help="'rotten_tomatoes' or a .csv/.tsv/.jsonl file")
+    train: Optional[str] = field(None, help="training split file (.csv/.tsv/.jsonl), used whole; the splits not "
+                                            "given are filled from it by the hash rule")
+    validation: Optional[str] = field(None, help="validation split file, used whole (default: from --train or --data "
+                                                 "by the hash rule)")
+    test: Optional[str] = field(None, help="test split file, used whole (default: from --train or --data by the "
+                                           "hash rule)")
     text_column: str = field("text", help="text column of a CSV/JSONL file")
+    text_pair_column: Optional[str] = field(None, help="second-text column of a CSV/JSONL file, for sentence pairs "
+                                                       "([CLS] text [SEP] pair [SEP]; default: single texts)")
     label_column: str = field("label", help="label column of a CSV/JSONL file")
     label_names: Optional[tuple] = field(None, parse=_names,
                                          help="comma-separated label names in index order (default: the file's labels, "
@@ -47,18 +60,21 @@ class DataConfig(StageConfig):
 
     def validate(self):
         self.data = str(self.data)
+        for name in ("train", "validation", "test"):
+            if getattr(self, name) is not None:
+                setattr(self, name, str(getattr(self, name)))
         for name in ("limit", "eval_limit"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
 
     def loader_kwargs(self) -> dict:
-        """Keyword arguments of `load_dataset` for a file (none for a built-in dataset)."""
-        if self.data == "rotten_tomatoes":
-            return {}
+        """Keyword arguments of `load_splits` / `from_file` for the files."""
         names = list(self.label_names) if self.label_names is not None else None
         return {"text_column": self.text_column, "label_column": self.label_column, "label_names": names,
-                "on_bad_row": self.on_bad_row.value, "encoding": self.encoding}
+                "on_bad_row": self.on_bad_row.value, "encoding": self.encoding,
+                "text_pair_column": self.text_pair_column}
 
     def load(self):
         """The `TextDataset`."""
-        return load_dataset(self.data, **self.loader_kwargs())
+        return load_splits(self.data, train=self.train, validation=self.validation, test=self.test,
+                           **self.loader_kwargs())

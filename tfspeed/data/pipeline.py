@@ -24,7 +24,7 @@ class EncodedSplit:
     @classmethod
     def from_split(cls, split: TextSplit, tokenizer: Tokenizer, limit: Optional[int] = None) -> "EncodedSplit":
         split = split.take(limit)
-        return cls(tokenizer.encode(split.texts), split.labels)
+        return cls(tokenizer.encode(split.texts, split.pairs), split.labels)
 
     def __len__(self):
         return len(self.labels)

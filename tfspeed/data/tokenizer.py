@@ -1,13 +1,16 @@
 """WordPiece tokenization as TF-Hub's `bert_en_uncased_preprocess` does it, in a module that exports as a SavedModel.
 
 `Tokenizer(vocab_path, seq_length)(texts)` returns the encoder input dict (int32 [batch, seq_length]):
-[CLS] tokens [SEP], padded with 0, `input_mask` 1 on real tokens, `input_type_ids` 0.
+[CLS] tokens [SEP], padded with 0, `input_mask` 1 on real tokens, `input_type_ids` 0. Sentence pairs
+(`tokenizer.pairs(texts, second_texts)`, or `encode(texts, pairs=...)`) become [CLS] a [SEP] b [SEP] with type ids 0
+on [CLS] a [SEP] and 1 on b [SEP]; when the two do not fit, the longer is cut first (a short one is kept whole, two
+long ones keep about half the room each).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow_text as text  # noqa: E402  (after compat: needs TensorFlow configured)
@@ -76,17 +79,39 @@ class Tokenizer(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def __call__(self, texts):
         tokens = self.tokenize(texts)[:, : self.seq_length - 2]
-        ids, types = text.combine_segments([tokens], start_of_sequence_id=self.cls_id, end_of_segment_id=self.sep_id)
+        return self._model_inputs([tokens])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.string)])
+    def pairs(self, texts, second_texts):
+        """Encoder inputs for sentence pairs: [CLS] a [SEP] b [SEP], type ids 0 then 1, the longer text cut first."""
+        segments = text.RoundRobinTrimmer(self.seq_length - 3).trim([self.tokenize(texts),
+                                                                     self.tokenize(second_texts)])
+        return self._model_inputs(segments)
+
+    def _model_inputs(self, segments):
+        ids, types = text.combine_segments(segments, start_of_sequence_id=self.cls_id, end_of_segment_id=self.sep_id)
         ids, mask = text.pad_model_inputs(ids, max_seq_length=self.seq_length, pad_value=self.pad_id)
         types, _ = text.pad_model_inputs(types, max_seq_length=self.seq_length, pad_value=0)
         return {"input_word_ids": tf.cast(ids, tf.int32), "input_mask": tf.cast(mask, tf.int32),
                 "input_type_ids": tf.cast(types, tf.int32)}
 
-    def encode(self, texts: Sequence[str], batch_size: int = 1024) -> dict:
-        """Tokenizes a list of texts into numpy int32 arrays [len(texts), seq_length]."""
-        if isinstance(texts, str):
-            raise TypeError("Expected a list of strings for `texts`. Received: a single str; wrap it in a list.")
-        parts = [self(tf.constant(list(texts[i:i + batch_size]), tf.string)) for i in range(0, len(texts), batch_size)]
+    def encode(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None, batch_size: int = 1024) -> dict:
+        """Tokenizes a list of texts (with `pairs`: sentence pairs, `pairs[i]` the second text of `texts[i]`) into
+        numpy int32 arrays [len(texts), seq_length]."""
+        for name, value in (("texts", texts), ("pairs", pairs)):
+            if isinstance(value, str):
+                raise TypeError(f"Expected a list of strings for `{name}`. Received: a single str; wrap it in a list.")
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"Expected one second text per text in `pairs`. Received: {len(texts)} texts and "
+                             f"{len(pairs)} pairs.")
+
+        def batch(i):
+            first = tf.constant(list(texts[i:i + batch_size]), tf.string)
+            if pairs is None:
+                return self(first)
+            return self.pairs(first, tf.constant(list(pairs[i:i + batch_size]), tf.string))
+
+        parts = [batch(i) for i in range(0, len(texts), batch_size)]
         if not parts:
             names = ("input_word_ids", "input_mask", "input_type_ids")
             return {k: np.zeros((0, self.seq_length), np.int32) for k in names}

@@ -95,15 +95,15 @@ def calibration_features(calibration, seq_length: int, num_samples: Optional[int
         return sample_rows(fit_features(calibration.features, seq_length), num_samples, seed)
     if isinstance(calibration, dict):
         return sample_rows(fit_features(calibration, seq_length), num_samples, seed)
-    texts = None
-    if isinstance(calibration, TextDataset):
-        texts = list(calibration.train.texts)
-    elif isinstance(calibration, TextSplit):
-        texts = list(calibration.texts)
-    elif isinstance(calibration, str):
+    texts, pairs = None, None
+    if isinstance(calibration, str):
         from tfspeed.data import load_dataset
 
-        texts = list(load_dataset(calibration).train.texts)
+        calibration = load_dataset(calibration)
+    if isinstance(calibration, TextDataset):
+        calibration = calibration.train
+    if isinstance(calibration, TextSplit):
+        texts, pairs = list(calibration.texts), calibration.pairs
     elif isinstance(calibration, (list, tuple)) and calibration and all(isinstance(t, str) for t in calibration):
         texts = list(calibration)
     if texts is None:
@@ -118,9 +118,10 @@ def calibration_features(calibration, seq_length: int, num_samples: Optional[int
     if num_samples is not None and num_samples < len(texts):
         idx = np.sort(np.random.default_rng(seed).choice(len(texts), size=num_samples, replace=False))
         texts = [texts[i] for i in idx]
+        pairs = None if pairs is None else [pairs[i] for i in idx]
     from tfspeed.data import Tokenizer
 
-    return fit_features(Tokenizer(vocab, seq_length=int(seq_length)).encode(texts), seq_length)
+    return fit_features(Tokenizer(vocab, seq_length=int(seq_length)).encode(texts, pairs), seq_length)
 
 
 def representative_dataset(features: dict):

@@ -84,7 +84,7 @@ def _vocab_of(model, vocab):
 class _Model:
     """One model, its inputs by role, and its tokenized texts."""
 
-    def __init__(self, model, name, vocab, threads, xnnpack, max_length, pad_length, texts, buckets=()):
+    def __init__(self, model, name, vocab, threads, xnnpack, max_length, pad_length, texts, buckets=(), pairs=None):
         from tfspeed.data import Tokenizer
 
         self.runner = make_runner(model, threads=threads, xnnpack=xnnpack, name=name, isolate=False)
@@ -117,10 +117,13 @@ class _Model:
                                                 "input_type_ids": self.names["segments"]})
             self._row = None
         tokenizer = Tokenizer(_vocab_of(model, vocab), seq_length=self.length)
-        self.features = tokenizer.encode(texts)
+        self.features = tokenizer.encode(texts, pairs)
         from tfspeed.compat import tf
 
         self.token_counts = tokenizer.tokenize(tf.constant(texts, tf.string)).row_lengths().numpy()
+        if pairs is not None:  # both texts, and one more [SEP]
+            self.token_counts = self.token_counts + tokenizer.tokenize(tf.constant(pairs, tf.string)).row_lengths(
+            ).numpy() + 1
         self.truncated = int((self.token_counts > self.length - 2).sum())
         self.lengths = self.features["input_mask"].sum(1).astype(int)
 
@@ -156,7 +159,7 @@ class _Model:
 def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequence[str]] = None, vocab=None,
                   threads: int = 1, xnnpack: bool = True, max_length: int = 128, pad_length: int = 128,
                   warmup: int = 10, baseline: int = 0, log=None, samples: bool = False, buckets=(),
-                  padded_sample: Optional[int] = None) -> dict:
+                  padded_sample: Optional[int] = None, pairs: Optional[Sequence[str]] = None) -> dict:
     """Latency of each model over `texts`, each text at the length the model takes it, interleaved.
 
     Args:
@@ -180,6 +183,8 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
         padded_sample: run the models that pad every text to one length (their cost does not depend on the text)
             on about this many texts only, evenly spread and still interleaved with the others; their statistics
             and agreement are over those texts (`num_texts_run`). Defaults to `None` (every text).
+        pairs: for sentence-pair models, the second text of each text (`[CLS] text [SEP] pair [SEP]`). Defaults to
+            `None`.
 
     Returns:
         `{"num_texts", "token_lengths": {mean, p50, p90, p99, max}, "models": [...], "ratios": {stat: [...]},
@@ -190,6 +195,10 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
     texts = check_texts(texts)
     if not texts:
         raise ValueError("Expected at least one text to profile. Received: texts=[]")
+    if pairs is not None:
+        pairs = check_texts(pairs, "pairs")
+        if len(pairs) != len(texts):
+            raise ValueError(f"Expected one second text per text in `pairs` ({len(texts)}). Received: {len(pairs)}")
     if not models:
         raise ValueError("Expected at least one model to profile. Received: models=[]")
     names = list(names) if names else [Path(str(m)).name if isinstance(m, (str, Path)) else f"model{i}"
@@ -202,7 +211,7 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
     if len(bucket_sets) != len(models):
         raise ValueError(f"Expected one bucket list per model in `buckets` ({len(models)}). Received: "
                          f"{len(bucket_sets)}")
-    loaded = [_Model(m, n, v, threads, xnnpack, max_length, pad_length, texts, b)
+    loaded = [_Model(m, n, v, threads, xnnpack, max_length, pad_length, texts, b, pairs)
               for m, n, v, b in zip(models, names, vocabs, bucket_sets)]
     n = len(texts)
     seconds = np.zeros((len(loaded), n))

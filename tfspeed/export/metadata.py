@@ -470,6 +470,11 @@ def add_model_metadata(tflite, model_dir) -> bytes:
     if not info.vocab_path:
         raise MetadataError(f"Expected a model directory with a vocab.txt for the metadata's tokenizer. Received: "
                             f"{str(model_dir)!r} without one.")
+    if info.text_pair:
+        raise MetadataError(f"Expected a model of single texts for TFLite metadata: MediaPipe's TextClassifier "
+                            f"tokenizes one text. Received: {str(model_dir)!r}, a sentence-pair model. Export it "
+                            "without metadata and run it with `TextClassifier(file, vocab=..., labels=...)` / "
+                            "`tfspeed predict --vocab --labels --pair-column`.")
     return add_metadata(tflite, info.vocab_path, info.label_names)
 
 

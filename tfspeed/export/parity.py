@@ -10,6 +10,7 @@ import numpy as np
 from tfspeed.export import ops as _ops
 from tfspeed.export.calibration import fit_features
 from tfspeed.models.bert import INPUT_NAMES
+from tfspeed.train import scores
 
 REPORT_VERSION = 1
 
@@ -151,7 +152,7 @@ def keras_logits(keras_model, split, seq_length: int) -> np.ndarray:
 
 
 def parity_report(tflite, keras_model, split, num_threads: int = 1, keras_logits_=None, name: Optional[str] = None,
-                  latency_runs: int = 0) -> dict:
+                  latency_runs: int = 0, label_names=None) -> dict:
     """How a .tflite compares with its Keras model on labelled data.
 
     Args:
@@ -162,12 +163,15 @@ def parity_report(tflite, keras_model, split, num_threads: int = 1, keras_logits
         keras_logits_: precomputed Keras logits for `split` (to compare several exports). Defaults to `None`.
         name: a label for the report. Defaults to `None`.
         latency_runs: when > 0, a quick median latency over that many runs (1 example). Defaults to `0`.
+        label_names: names of the classes, in index order, for `per_class_accuracy`. Defaults to `None` (`"0"`,
+            `"1"`, ...).
 
     Returns:
-        dict with `accuracy`, `keras_accuracy`, `accuracy_drop`, `argmax_agreement`, `max_abs_logit_diff`,
-        `mean_abs_logit_diff`, `size_bytes`, `gzip_bytes`, `op_histogram` (see `op_histogram`), `fell_back` (float ops
-        other than quantize glue), `integer` (see `ops.integer_report`: `fully_integer` and the float ops),
-        `seq_length`, `num_examples` and optionally `latency_ms`.
+        dict with `accuracy`, `macro_f1`, `per_class_accuracy` (see `tfspeed.train.scores`), `keras_accuracy`,
+        `accuracy_drop`, `argmax_agreement`, `max_abs_logit_diff`, `mean_abs_logit_diff`, `size_bytes`,
+        `gzip_bytes`, `op_histogram` (see `op_histogram`), `fell_back` (float ops other than quantize glue),
+        `integer` (see `ops.integer_report`: `fully_integer` and the float ops), `seq_length`, `num_examples`
+        and optionally `latency_ms`.
     """
     from tfspeed.export.convert import load_classifier
 
@@ -188,7 +192,7 @@ def parity_report(tflite, keras_model, split, num_threads: int = 1, keras_logits
     report = {"format_version": REPORT_VERSION, "name": name,
               "seq_length": "dynamic" if runner.dynamic else runner.seq_length,
               "num_examples": int(len(labels)),
-              "accuracy": float(np.mean(lite.argmax(-1) == labels)),
+              **scores(lite.argmax(-1), labels, label_names or [str(i) for i in range(lite.shape[-1])]),
               "keras_accuracy": float(np.mean(keras_logits_.argmax(-1) == labels)),
               "argmax_agreement": float(np.mean(lite.argmax(-1) == keras_logits_.argmax(-1))),
               "max_abs_logit_diff": float(diff.max()), "mean_abs_logit_diff": float(diff.mean()),

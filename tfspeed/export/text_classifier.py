@@ -112,7 +112,7 @@ class TextClassifier:
                                     f"{list(self.labels)!r}")
         from tfspeed.data import Tokenizer
 
-        self.tokenizer = Tokenizer(self._vocab, seq_length=self.seq_length)
+        self.tokenizer = Tokenizer(self._vocab, seq_length=self.seq_length, lower_case=self.lower_case)
 
     def _init_keras(self, model_dir, vocab, labels):
         from tfspeed import artifacts
@@ -127,6 +127,7 @@ class TextClassifier:
                               else next(iter(self.keras_model.output_shape.values()))[-1])
         self.returns_probabilities = False
         self.source = str(model_dir)
+        self.text_pair, self.lower_case = bool(info.text_pair), bool(info.lower_case)
 
     def _init_tflite(self, model, vocab, labels, max_length, buckets):
         from ai_edge_litert.interpreter import Interpreter
@@ -142,6 +143,9 @@ class TextClassifier:
         self._vocab = vocab if vocab is not None else list(meta.vocab)
         self.labels = tuple(labels if labels is not None else meta.labels)
         self.source = str(model) if isinstance(model, (str, Path)) else "<bytes>"
+        # metadata is written for single-text models only (MediaPipe tokenizes one text); without it, either
+        self.text_pair = False if meta is not None else None
+        self.lower_case = True
         try:
             self.interpreter = Interpreter(model_content=data, num_threads=self.num_threads)
         except (ValueError, RuntimeError) as e:
@@ -192,19 +196,39 @@ class TextClassifier:
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output)[0].copy()
 
-    def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
-        """WordPiece tokens per text, before [CLS]/[SEP] and before any cut."""
+    def _check_pairs(self, texts: list, pairs) -> Optional[list]:
+        if pairs is None:
+            if self.text_pair:
+                raise ValueError(f"Expected `pairs` (the second text of each text): {self.source} is a sentence-pair "
+                                 "model. Received: pairs=None.")
+            return None
+        if self.text_pair is False:
+            raise ValueError(f"Expected single texts: {self.source} is a model of single texts. Received: `pairs`.")
+        pairs = check_texts(pairs, "pairs")
+        if len(pairs) != len(texts):
+            raise ValueError(f"Expected one second text per text in `pairs` ({len(texts)}). Received: {len(pairs)}")
+        return pairs
+
+    def token_lengths(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> np.ndarray:
+        """WordPiece tokens per text (with `pairs`: of both texts plus the middle [SEP]), before [CLS]/[SEP] and
+        before any cut."""
         from tfspeed.compat import tf
 
         texts = check_texts(texts)
-        return self.tokenizer.tokenize(tf.constant(texts, tf.string)).row_lengths().numpy().astype(np.int64)
+        pairs = self._check_pairs(texts, pairs)
+        count = self.tokenizer.tokenize(tf.constant(texts, tf.string)).row_lengths().numpy().astype(np.int64)
+        if pairs is not None:
+            count += self.tokenizer.tokenize(tf.constant(pairs, tf.string)).row_lengths().numpy().astype(np.int64) + 1
+        return count
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Probabilities [len(texts), num_labels], in label order."""
+    def predict_proba(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> np.ndarray:
+        """Probabilities [len(texts), num_labels], in label order. `pairs`: for a sentence-pair model, the second text
+        of each text."""
         texts = check_texts(texts)
+        pairs = self._check_pairs(texts, pairs)
         if not texts:
             return np.zeros((0, self.num_labels), np.float32)
-        feats = self.tokenizer.encode(texts)
+        feats = self.tokenizer.encode(texts, pairs)
         if self.interpreter is None:
             from tfspeed.data import EncodedSplit
             from tfspeed.train import predict_logits
@@ -214,11 +238,11 @@ class TextClassifier:
         out = np.stack([self._run_tflite({k: v[i:i + 1] for k, v in feats.items()}) for i in range(len(texts))])
         return out.astype(np.float32) if self.returns_probabilities else softmax(out)
 
-    def classify(self, texts: Sequence[str]) -> list:
-        """A `Prediction` per text."""
+    def classify(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> list:
+        """A `Prediction` per text (per sentence pair with `pairs`)."""
         texts = check_texts(texts)
-        probs = self.predict_proba(texts)
-        lengths = self.token_lengths(texts) if texts else np.zeros(0, np.int64)
+        probs = self.predict_proba(texts, pairs)
+        lengths = self.token_lengths(texts, pairs) if texts else np.zeros(0, np.int64)
         room = self.seq_length - 2
         return [Prediction(label=self.labels[int(p.argmax())], score=float(p.max()),
                            probabilities={name: float(v) for name, v in zip(self.labels, p)}, tokens=int(n),

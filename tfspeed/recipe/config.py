@@ -31,6 +31,7 @@ from tfspeed.compress.quantization.config import QATConfig
 from tfspeed.compress.structured import StructuredConfig
 from tfspeed.compress.vocab import VocabConfig
 from tfspeed.config import StageConfig, check_positive_int, check_range, field, read_config_file
+from tfspeed.data.config import DataConfig
 from tfspeed.distribute import STRATEGIES
 from tfspeed.stages.prune import PruneKind, PruneStageConfig
 from tfspeed.train import FinetuneConfig
@@ -65,6 +66,9 @@ SHORTCUTS = {
     "ffn": ("prune", "structured", "ffn"),
     "qat_epochs": ("qat", "epochs"),
     "qat_learning_rate": ("qat", "learning_rate"),
+    # the data's settings (`DataConfig`): `RecipeConfig(data="pairs.csv", text_pair_column="b")`
+    **{name: ("data", name) for name in ("train", "validation", "test", "text_column", "text_pair_column",
+                                         "label_column", "label_names", "on_bad_row", "encoding")},
 }
 SPECIAL_SHORTCUTS = ("prune", "batch_size")
 _TRAINING = ("teacher", "distill", "prune", "qat")
@@ -77,7 +81,8 @@ class RecipeConfig(StageConfig):
     Args:
         model: preset, TF-Hub SavedModel directory or URL to fine-tune as the teacher, or a tfspeed model directory
             used as the teacher as it is. Defaults to `"minilm-l6"`.
-        data: `"rotten_tomatoes"` or a CSV / JSONL path. Defaults to `"rotten_tomatoes"`.
+        data: the labelled text (`DataConfig`: the built-in `"rotten_tomatoes"` or a CSV / JSONL file, split files,
+            columns, sentence pairs); a string is `DataConfig(data=string)`. Defaults to `"rotten_tomatoes"`.
         recipe: compression stages chained in order, each starting from the previous one's model; among "vocab"
             (trim the vocabulary to the training data's tokens), "distill", "prune", "qat", and any stage
             registered with `tfspeed.stages.register_stage`. Defaults to `("distill", "prune", "qat")`.
@@ -109,7 +114,8 @@ class RecipeConfig(StageConfig):
 
     model: str = field("minilm-l6", help="preset, TF-Hub SavedModel directory or URL to fine-tune, or a tfspeed "
                                          "model directory used as the teacher")
-    data: str = field("rotten_tomatoes", help="'rotten_tomatoes' or a .csv/.jsonl file")
+    data: DataConfig = field(default_factory=DataConfig, cli=False,
+                             help="the labelled text: 'rotten_tomatoes' or a .csv/.jsonl file, split files, columns")
     recipe: tuple = field(("distill", "prune", "qat"), parse=_stages,
                           help=f"comma-separated stages among {','.join(STAGES)} (or registered ones)")
     seq_length: int = field(128, help="tokens per example for training, .tflite files and profiling")
@@ -152,8 +158,10 @@ class RecipeConfig(StageConfig):
             else:
                 value = f.default_factory()
             setattr(self, f.name, value)
+        if not isinstance(self.data, (dict, DataConfig)):  # a dataset name or a file
+            self.data = DataConfig(data=str(self.data))
         for name, cls in (("teacher", FinetuneConfig), ("vocab", VocabConfig), ("distill", DistillConfig),
-                          ("prune", PruneStageConfig), ("qat", QATConfig)):
+                          ("prune", PruneStageConfig), ("qat", QATConfig), ("data", DataConfig)):
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, cls.from_dict(getattr(self, name)))
         for key, value in shortcuts.items():

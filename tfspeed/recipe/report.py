@@ -23,6 +23,7 @@ def build(config, records: list, profile: dict, seconds: float, step_seconds: di
         lat = rows[r["name"]]["latency_ms"]
         artifacts.append({
             **{k: r[k] for k in ("name", "path", "accuracy", "size_bytes", "gzip_bytes")},
+            "macro_f1": r.get("macro_f1"), "per_class_accuracy": r.get("per_class_accuracy"),
             "latency_ms_median": lat["median"], "latency_ms_p90": lat.get("p90"), "format": rows[r["name"]]["format"],
             "stage": r.get("stage"), "mode": r.get("mode"), "combined": False,
             "speedup": base_latency / lat["median"], "size_ratio": base["size_bytes"] / r["size_bytes"],
@@ -51,6 +52,15 @@ def build(config, records: list, profile: dict, seconds: float, step_seconds: di
             "seconds": seconds, "step_seconds": dict(step_seconds or {}), "artifacts": artifacts, "combined": verdict}
 
 
+def _data_name(data) -> str:
+    """The data of a run as the report names it: the dataset or file, and the split files given."""
+    if not isinstance(data, dict):
+        return str(data)
+    files = [f"{name} {data[name]}" for name in ("train", "validation", "test") if data.get(name)]
+    pair = f", pairs ({data['text_column']}, {data['text_pair_column']})" if data.get("text_pair_column") else ""
+    return (", ".join(files) if files else str(data.get("data"))) + pair
+
+
 def _meets(speedup: float, artifact: dict) -> bool:
     return bool(speedup >= TARGETS["speedup"] and artifact["gzip_ratio"] >= TARGETS["gzip_ratio"]
                 and artifact["accuracy_drop_points"] <= TARGETS["max_accuracy_drop_points"])
@@ -73,16 +83,16 @@ def markdown(report: dict) -> str:
     real = any("real_text_ms_mean" in a for a in report["artifacts"])
     lines = ["# tfspeed optimize report", "",
              f"Recipe `{','.join(report['config']['recipe'])}` on `{report['config']['model']}` / "
-             f"`{report['config']['data']}`, seq_length {report['config']['seq_length']}, "
+             f"`{_data_name(report['config']['data'])}`, seq_length {report['config']['seq_length']}, "
              f"{report['config']['threads']} thread(s). Run time {report['seconds'] / 60:.1f} min.", "",
              f"Machine: {env.get('cpu_model', '?')}, {env.get('cpu_count', '?')} cores{_isa(env)}. "
              "Latency: median of interleaved runs, batch 1. "
              f"Ratios against `{report['baseline']}`."
              + (" Real texts: the mean over the test texts, interleaved text by text; dynamic-length files (`-varlen`) "
                 "run each text on the smallest length bucket that holds it, the others padded." if real else ""), "",
-             "| artifact | accuracy | Δ points | latency ms (median) | speed-up | size MB | gzip MB | gzip ratio |"
-             + (" real texts: mean ms | speed-up |" if real else ""),
-             "|---|---|---|---|---|---|---|---|" + ("---|---|" if real else "")]
+             "| artifact | accuracy | macro-F1 | per-class accuracy | Δ points | latency ms (median) | speed-up | "
+             "size MB | gzip MB | gzip ratio |" + (" real texts: mean ms | speed-up |" if real else ""),
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if real else "")]
     lines[6:6] = _step_times(report)
     for a in report["artifacts"]:
         star = " **(combined)**" if a["combined"] else ""
@@ -90,7 +100,11 @@ def markdown(report: dict) -> str:
         if real:
             extra = (f" {a['real_text_ms_mean']:.2f} | {a['real_text_speedup']:.1f}x |" if "real_text_ms_mean" in a
                      else " - | - |")
-        lines.append(f"| {a['name']}{star} | {a['accuracy']:.4f} | {-a['accuracy_drop_points']:+.2f} | "
+        f1 = f"{a['macro_f1']:.4f}" if a.get("macro_f1") is not None else "-"
+        per_class = ", ".join(f"{k} {v:.3f}" for k, v in (a.get("per_class_accuracy") or {}).items()
+                              if v is not None) or "-"
+        lines.append(f"| {a['name']}{star} | {a['accuracy']:.4f} | {f1} | {per_class} | "
+                     f"{-a['accuracy_drop_points']:+.2f} | "
                      f"{a['latency_ms_median']:.2f} | {a['speedup']:.1f}x | {a['size_bytes'] / 1e6:.1f} | "
                      f"{a['gzip_bytes'] / 1e6:.1f} | {a['gzip_ratio']:.1f}x |{extra}")
     c = report.get("combined")

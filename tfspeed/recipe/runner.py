@@ -69,13 +69,12 @@ class Optimizer:
 
     # --- steps ---------------------------------------------------------------------------------------------------
     def run(self) -> dict:
-        from tfspeed.data import load_dataset
         from tfspeed.distribute import make_strategy
 
         c = self.config
         start = time.perf_counter()
         steps = 1 + len(c.recipe) + 3
-        dataset = load_dataset(c.data)
+        dataset = c.data.load()
         teacher_dir = self._teacher_dir()
         self.clock = self._clock(dataset)
         ctx = StageContext(dataset, seq_length=c.seq_length, limit=c.limit, eval_limit=c.eval_limit,
@@ -220,8 +219,10 @@ class Optimizer:
         tf_dir = folder / "teacher-tf-float32"
         if not tf_dir.exists():
             _save_classifier_saved_model(model, tf_dir, c.seq_length)
-        record("teacher-tf-float32", tf_dir, artifacts.read_metrics(teacher_dir).get("accuracy"), "tf-savedmodel",
-               stage="teacher", vocab=str(info.vocab_path))
+        teacher_metrics = artifacts.read_metrics(teacher_dir)
+        record("teacher-tf-float32", tf_dir, teacher_metrics.get("accuracy"), "tf-savedmodel",
+               stage="teacher", vocab=str(info.vocab_path), macro_f1=teacher_metrics.get("macro_f1"),
+               per_class_accuracy=teacher_metrics.get("per_class_accuracy"))
 
         def tflite(name, make, source_dir, **extra):
             path = folder / f"{name}.tflite"
@@ -233,7 +234,7 @@ class Optimizer:
                     return
                 data, more = made
                 more.setdefault("metadata_bytes", None)
-                if c.metadata:
+                if c.metadata and not ctx.dataset.is_pairs:  # MediaPipe tokenizes one text: no metadata for pairs
                     from tfspeed.export.metadata import add_model_metadata, metadata_buffer, metadata_bytes
 
                     if metadata_buffer(data) is None:
@@ -243,9 +244,13 @@ class Optimizer:
                 _io.write_bytes(path, data, overwrite=True)
                 acc = more.pop("accuracy", None)  # a stage that evaluated its own file says so
                 if acc is None:
+                    from tfspeed.train import scores
+
                     split = ctx.encoded(artifacts.load_info(source_dir).vocab_path).test
                     logits = export.evaluate(data, split, num_threads=usable_cores())  # accuracy: every core
-                    acc = float((logits.argmax(-1) == split.labels).mean())
+                    scored = scores(logits.argmax(-1), split.labels, ctx.dataset.label_names)
+                    acc = scored.pop("accuracy")
+                    more.update(scored)
                 _io.write_json(meta, {"accuracy": acc, **more, **extra,
                                       "export_seconds": round(time.perf_counter() - began, 1)})
                 self.log(f"    {name}.tflite: accuracy {acc:.4f}, {len(data) / 1e6:.1f} MB, "
@@ -299,7 +304,9 @@ class Optimizer:
                 stage_metrics = artifacts.read_metrics(folder_)
                 # the stage evaluated this file on the same test split (its metadata adds a softmax: same argmax)
                 more = {"metadata_bytes": stage_metrics.get("metadata_bytes"),
-                        "accuracy": stage_metrics.get("tflite_accuracy")}
+                        "accuracy": stage_metrics.get("tflite_accuracy"),
+                        "macro_f1": stage_metrics.get("tflite_macro_f1"),
+                        "per_class_accuracy": stage_metrics.get("tflite_per_class_accuracy")}
                 tflite(f"{folder_.name}-int8", lambda path=path, more=more: (path.read_bytes(), dict(more)),
                        folder_, stage=name, mode="qat int8")
             else:
@@ -334,7 +341,9 @@ class Optimizer:
         if path.is_file():
             self.log(f"[{i}/{n}] real-text profile: done before, kept ({path})")
             return json.loads(path.read_text())
-        texts = list(ctx.dataset.test.texts)[:self.config.eval_limit]
+        test = ctx.dataset.test
+        texts = list(test.texts)[:self.config.eval_limit]
+        pairs = None if test.pairs is None else list(test.pairs)[:self.config.eval_limit]
         length = self.config.seq_length  # dynamic-length files run on buckets up to it, as TextClassifier does
         buckets = tuple(b for b in DEFAULT_BUCKETS if b < length) + (length,)
         self.log(f"[{i}/{n}] real-text profile: {len(records)} models on {len(texts)} test texts, dynamic-length "
@@ -344,7 +353,8 @@ class Optimizer:
         result = profile_texts([r["path"] for r in records], texts, names=[r["name"] for r in records],
                                vocab=[r.get("vocab") for r in records], threads=self.config.threads,
                                max_length=self.config.seq_length, pad_length=self.config.seq_length, baseline=0,
-                               warmup=min(10, len(texts)), buckets=buckets, padded_sample=PADDED_SAMPLE)
+                               warmup=min(10, len(texts)), buckets=buckets, padded_sample=PADDED_SAMPLE,
+                               pairs=pairs)
         _io.write_json(path, result, overwrite=True)
         return result
 

@@ -191,7 +191,8 @@ def model_info(source, stage: str, vocab_path=None, **extra):
     from tfspeed import artifacts
 
     return artifacts.ModelInfo(seq_length=source.seq_length, label_names=source.label_names, base=source.base,
-                               stage=stage, vocab_path=str(vocab_path or source.vocab_path), extra=extra)
+                               stage=stage, vocab_path=str(vocab_path or source.vocab_path), extra=extra,
+                               lower_case=source.lower_case, text_pair=source.text_pair)
 
 
 def load_teacher(ctx: StageContext, source, info, model, metrics: dict):
@@ -226,6 +227,16 @@ def load_source(source, ctx: StageContext):
     model, info = artifacts.load_model_dir(source)
     if not info.vocab_path:
         raise ValueError(f"The model directory {str(source)!r} has no vocab.txt: cannot tokenize the data.")
+    check_inputs(source, info, ctx.dataset)
     seq_length = ctx.seq_length or info.seq_length
     info.seq_length = seq_length
     return model, info, ctx.encoded(info.vocab_path, seq_length)
+
+
+def check_inputs(source, info, dataset):
+    """Refuses data of the other kind than the model reads: sentence pairs for a single-text model, or the reverse."""
+    if bool(info.text_pair) != bool(dataset.is_pairs):
+        kinds = {True: "sentence pairs (--text-pair-column)", False: "single texts"}
+        raise ValueError(f"The model {str(source)!r} was trained on {kinds[bool(info.text_pair)]}. Received: "
+                         f"dataset {dataset.name!r} of {kinds[bool(dataset.is_pairs)]}. Use data of the kind the "
+                         "model reads.")

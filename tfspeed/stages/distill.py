@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 from tfspeed.compress.distillation import DistillConfig, num_layers_of, select_layers
 from tfspeed.compress.distillation import distill as distill_in_memory
-from tfspeed.stages.base import StageContext, register_stage
+from tfspeed.stages.base import StageContext, check_inputs, register_stage
 
 
 @register_stage("distill", DistillConfig, help="distil the model into a student with fewer layers")
@@ -29,12 +29,12 @@ def run(source, config: DistillConfig, out: Optional[Path], ctx: StageContext, s
         return_model: return `(student, metrics)` instead of the metrics alone. Defaults to `False`.
 
     Returns:
-        The metrics (also written to `out/metrics.json`): `accuracy` (student, test), `teacher_accuracy`,
-        `accuracy_ratio`,
-        `validation_accuracy`, `teacher_layers`, parameter counts, `seconds_per_epoch` and the `history`.
+        The metrics (also written to `out/metrics.json`): `accuracy`, `macro_f1` and `per_class_accuracy` (student,
+        test), `teacher_accuracy`, `accuracy_ratio`, `validation_accuracy`, `teacher_layers`, parameter counts,
+        `seconds_per_epoch` and the `history`.
     """
     from tfspeed import _io, artifacts
-    from tfspeed.train import accuracy
+    from tfspeed.train import accuracy, evaluate
 
     if out is not None:
         _io.check_writable(out, ctx.overwrite)
@@ -43,6 +43,7 @@ def run(source, config: DistillConfig, out: Optional[Path], ctx: StageContext, s
         if isinstance(source, (str, Path)):
             teacher_path = str(source)
             teacher, info = artifacts.load_model_dir(source)
+            check_inputs(source, info, ctx.dataset)
         else:
             teacher, teacher_path = source, getattr(source, "name", "teacher")
     seq_length = ctx.seq_length or (info.seq_length if info else None)
@@ -65,9 +66,10 @@ def run(source, config: DistillConfig, out: Optional[Path], ctx: StageContext, s
                                              callbacks=[*ctx.fit_callbacks("distill"), *callbacks],
                                              logits_cache=ctx.logits_cache(source))
     distiller = history.model
-    student_acc, teacher_acc = accuracy(student, encoded.test), ctx.known_accuracy(source, teacher, encoded.test)
+    student_scores = evaluate(student, encoded.test, encoded.label_names)
+    student_acc, teacher_acc = student_scores["accuracy"], ctx.known_accuracy(source, teacher, encoded.test)
     c = config
-    metrics = {"accuracy": student_acc, "teacher_accuracy": teacher_acc,
+    metrics = {**student_scores, "teacher_accuracy": teacher_acc,
                "accuracy_ratio": student_acc / teacher_acc if teacher_acc else None,
                "validation_accuracy": accuracy(student, encoded.validation), "split": "test",
                "num_examples": len(encoded.test), "dataset": dataset.name, "teacher": teacher_path,
@@ -89,7 +91,8 @@ def run(source, config: DistillConfig, out: Optional[Path], ctx: StageContext, s
             seq_length=seq_length, label_names=encoded.label_names,
             base=(info.base if info else teacher_path), stage="distill", vocab_path=str(vocab_path),
             extra={"teacher": teacher_path, "teacher_layers": metrics["teacher_layers"], "alpha": c.alpha,
-                   "temperature": c.temperature})
+                   "temperature": c.temperature},
+            lower_case=info.lower_case if info else True, text_pair=dataset.is_pairs)
         artifacts.save_model_dir(student, out, new_info, metrics, overwrite=ctx.overwrite)
     return (student, metrics) if return_model else metrics
 

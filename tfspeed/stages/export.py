@@ -17,7 +17,7 @@ def run(source, config: ExportConfig, out, ctx: StageContext, report: Optional[P
     Calibration text for int8 comes from the training split of `ctx.dataset`, tokenized with the model's vocab.txt;
     the parity report is computed on `config.eval_split`.
     """
-    from tfspeed import _io
+    from tfspeed import _io, artifacts
     from tfspeed.data import EncodedSplit, Tokenizer
     from tfspeed.export.budget import export_within_budget
     from tfspeed.export.convert import Converter, save_tflite
@@ -52,10 +52,15 @@ def run(source, config: ExportConfig, out, ctx: StageContext, report: Optional[P
         split_name = config.eval_split.value
         split = EncodedSplit.from_split(dataset.split(split_name), tokenizer, ctx.eval_limit)
         parity = parity_report(data, converter.keras_model, split, num_threads=config.threads,
-                               name=f"{source} {mode} ({split_name})", latency_runs=20)
+                               name=f"{source} {mode} ({split_name})", latency_runs=20,
+                               label_names=list(dataset.label_names))
         log(format_report(parity))
     metadata_bytes = None
-    if config.metadata:
+    pairs = artifacts.load_info(source).text_pair
+    if config.metadata and pairs:
+        log("No TFLite metadata: MediaPipe's TextClassifier takes one text, this model reads sentence pairs. Run the "
+            "file with `tfspeed predict FILE --vocab VOCAB --labels ... --pair-column COLUMN`.")
+    elif config.metadata:
         from tfspeed.export.metadata import add_model_metadata
         from tfspeed.export.metadata import metadata_bytes as _metadata_bytes
 

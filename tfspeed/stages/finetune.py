@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from tfspeed.stages.base import StageContext, register_stage
-from tfspeed.train import FinetuneConfig, accuracy, fit_classifier
+from tfspeed.train import FinetuneConfig, accuracy, evaluate, fit_classifier
 
 
 @register_stage("finetune", FinetuneConfig, help="fine-tune a BERT classifier and save it with its TF-Hub export",
@@ -16,7 +16,8 @@ def run(source, config: FinetuneConfig, out: Optional[Path], ctx: StageContext, 
         return_model: bool = False):
     """Fine-tunes `source` (a preset such as `"minilm-l6"`, a TF-Hub SavedModel directory or URL) on `ctx.dataset`.
 
-    Writes a model directory to `out` (when given) and returns the metrics: test `accuracy`, `split`,
+    Writes a model directory to `out` (when given) and returns the metrics: test `accuracy`, `macro_f1` and
+    `per_class_accuracy`, `split`,
     `num_examples`, `validation_accuracy`, `seconds_per_epoch` and the `history` (`(model, metrics)` with
     `return_model=True`).
     """
@@ -37,7 +38,7 @@ def run(source, config: FinetuneConfig, out: Optional[Path], ctx: StageContext, 
     with ctx.strategy.scope():
         history = fit_classifier(model, encoded.train, encoded.validation, config=config, verbose=ctx.verbose,
                                  callbacks=[*ctx.fit_callbacks("teacher"), *callbacks])
-    metrics = {"accuracy": accuracy(model, encoded.test), "split": "test", "num_examples": len(encoded.test),
+    metrics = {**evaluate(model, encoded.test, encoded.label_names), "split": "test", "num_examples": len(encoded.test),
                "validation_accuracy": accuracy(model, encoded.validation), "dataset": dataset.name,
                "model": str(source), "seq_length": seq_length, "epochs": config.epochs,
                "batch_size": config.batch_size, "learning_rate": config.learning_rate,
@@ -46,6 +47,7 @@ def run(source, config: FinetuneConfig, out: Optional[Path], ctx: StageContext, 
                "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}
     if out is not None:
         info = artifacts.ModelInfo(seq_length=seq_length, label_names=encoded.label_names, base=str(source),
-                                   stage="finetune", vocab_path=str(vocab), extra={"hub_layer": config.hub_layer})
+                                   stage="finetune", vocab_path=str(vocab), extra={"hub_layer": config.hub_layer},
+                                   text_pair=dataset.is_pairs)
         artifacts.save_model_dir(model, out, info, metrics, overwrite=ctx.overwrite)
     return (model, metrics) if return_model else metrics

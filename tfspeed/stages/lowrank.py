@@ -23,7 +23,7 @@ def run(source, config: LowRankConfig, out: Path, ctx: StageContext, callbacks: 
     from tfspeed import _io, artifacts
     from tfspeed.compress.distillation import fit_student
     from tfspeed.compress.lowrank import factorize
-    from tfspeed.train import accuracy, fit_classifier
+    from tfspeed.train import accuracy, evaluate, fit_classifier
 
     _io.check_writable(out, ctx.overwrite)
     model, info, encoded = load_source(source, ctx)
@@ -52,7 +52,7 @@ def run(source, config: LowRankConfig, out: Path, ctx: StageContext, callbacks: 
                                         callbacks=fit_callbacks, verbose=ctx.verbose)
         history = {k: [float(v) for v in vs] for k, vs in result.history.items()}
         metrics["seconds_per_epoch"] = history.get("seconds_per_epoch")
-    metrics["accuracy"] = accuracy(factorised, encoded.test)
+    metrics.update(evaluate(factorised, encoded.test, encoded.label_names))
     metrics["validation_accuracy"] = accuracy(factorised, encoded.validation)
     metrics["split"], metrics["num_examples"] = "test", len(encoded.test)
     metrics["history"] = history

@@ -11,7 +11,7 @@ from typing import Sequence
 from tfspeed.compress.pruning import PruneConfig
 from tfspeed.compress.structured import StructuredConfig
 from tfspeed.config import StageConfig, StrEnum, field
-from tfspeed.stages.base import StageContext, load_teacher, register_stage
+from tfspeed.stages.base import StageContext, check_inputs, load_teacher, register_stage
 
 
 class PruneKind(StrEnum):
@@ -67,13 +67,14 @@ def run(source, config: PruneStageConfig, out: Path, ctx: StageContext, callback
     from tfspeed.compress.distillation import fit_student
     from tfspeed.export.sparsity import sparsity_report
     from tfspeed.models.bert import is_bert
-    from tfspeed.train import accuracy, fit_classifier
+    from tfspeed.train import accuracy, evaluate, fit_classifier
 
     _io.check_writable(out, ctx.overwrite)
     p = config.prune
     model, info = artifacts.load_model_dir(source)
     if not info.vocab_path:
         raise ValueError(f"The model directory {str(source)!r} has no vocab.txt: cannot tokenize --data.")
+    check_inputs(source, info, ctx.dataset)
     seq_length = ctx.seq_length or info.seq_length
     encoded = ctx.encoded(info.vocab_path, seq_length)
     metrics = {"dense_accuracy": ctx.known_accuracy(source, model, encoded.test), "dataset": ctx.dataset.name,
@@ -133,7 +134,7 @@ def run(source, config: PruneStageConfig, out: Path, ctx: StageContext, callback
                             "epochs_trained": max((len(v) for v in history.values()), default=0)})
         else:
             history = fit(model).history
-    metrics["accuracy"] = accuracy(model, encoded.test)
+    metrics.update(evaluate(model, encoded.test, encoded.label_names))
     metrics["validation_accuracy"] = accuracy(model, encoded.validation)
     metrics["split"], metrics["num_examples"] = "test", len(encoded.test)
     metrics["history"] = {k: [float(v) for v in vs] for k, vs in history.items()}
@@ -151,6 +152,7 @@ def run(source, config: PruneStageConfig, out: Path, ctx: StageContext, callback
              "m_by_n": list(p.m_by_n) if p.m_by_n else None,
              "structured": s.to_dict() if s is not None else None, "hub_layer": not is_bert(model)}
     out_info = artifacts.ModelInfo(seq_length=seq_length, label_names=encoded.label_names, base=str(source),
-                                   stage=stage, vocab_path=info.vocab_path, extra=extra)
+                                   stage=stage, vocab_path=info.vocab_path, extra=extra,
+                                   lower_case=info.lower_case, text_pair=ctx.dataset.is_pairs)
     artifacts.save_model_dir(model, out, out_info, metrics, overwrite=ctx.overwrite)
     return metrics

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from tfspeed.compress.quantization import QATConfig
-from tfspeed.stages.base import StageContext, register_stage
+from tfspeed.stages.base import StageContext, check_inputs, register_stage
 
 TFLITE_NAME = "model_int8.tflite"
 
@@ -29,6 +29,7 @@ def load_input(source, ctx: StageContext):
         model, info = artifacts.load_model_dir(source)
         if not info.vocab_path:
             raise ValueError(f"The model directory {str(source)!r} has no vocab.txt: cannot tokenize --data.")
+        check_inputs(source, info, ctx.dataset)
         return model, info.vocab_path, info.seq_length, info.base, info.label_names
     model = hub.build_classifier_from(source, num_classes=ctx.dataset.num_classes)
     return model, str(hub.vocab_path(source)), None, str(source), None
@@ -41,7 +42,7 @@ def run(source, config: QATConfig, out: Path, ctx: StageContext, callbacks: Sequ
     from tfspeed.compress import quantization as Q
     from tfspeed.export.quantized import int8_fractions, to_tflite
     from tfspeed.profile.env import usable_cores
-    from tfspeed.train import accuracy, predict_logits
+    from tfspeed.train import accuracy, predict_logits, scores
 
     _io.check_writable(out, ctx.overwrite)
     dataset = ctx.dataset
@@ -62,8 +63,9 @@ def run(source, config: QATConfig, out: Path, ctx: StageContext, callbacks: Sequ
     labels = encoded.test.labels
     hist = export.op_histogram(tflite)
     metrics = {
-        "accuracy": float(np.mean(keras_logits.argmax(-1) == labels)),
-        "tflite_accuracy": float(np.mean(lite_logits.argmax(-1) == labels)),
+        **scores(keras_logits.argmax(-1), labels, label_names or encoded.label_names),
+        **{f"tflite_{k}": v for k, v in scores(lite_logits.argmax(-1), labels,
+                                               label_names or encoded.label_names).items()},
         "float_accuracy": float_accuracy,
         "argmax_agreement": float(np.mean(keras_logits.argmax(-1) == lite_logits.argmax(-1))),
         "max_abs_logit_diff": float(np.abs(keras_logits - lite_logits).max()),
@@ -82,14 +84,15 @@ def run(source, config: QATConfig, out: Path, ctx: StageContext, callbacks: Sequ
         "config": config.to_dict(),
     }
     label_names = label_names or encoded.label_names
-    if config.metadata:
+    if config.metadata and not dataset.is_pairs:  # MediaPipe's TextClassifier takes one text: no metadata for pairs
         from tfspeed.export.metadata import add_metadata, metadata_bytes
 
         tflite = add_metadata(tflite, vocab, label_names)
         metrics["metadata_bytes"] = metadata_bytes(tflite)
     info = artifacts.ModelInfo(seq_length=seq_length, label_names=label_names, base=base,
                                stage="qat", vocab_path=str(vocab),
-                               extra={"tflite": TFLITE_NAME, "preserve_sparsity": config.preserve_sparsity})
+                               extra={"tflite": TFLITE_NAME, "preserve_sparsity": config.preserve_sparsity},
+                               text_pair=dataset.is_pairs)
     artifacts.save_model_dir(qat_model, out, info, metrics, overwrite=ctx.overwrite,
                              extra_files=lambda tmp: (tmp / TFLITE_NAME).write_bytes(tflite))
     return metrics

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tfspeed.compress.vocab import VocabConfig, trim_vocabulary
 from tfspeed.stages.base import StageContext, load_source, model_info, register_stage
-from tfspeed.train import accuracy
+from tfspeed.train import evaluate
 
 
 @register_stage("vocab", VocabConfig, help="trim the vocabulary to the training data's tokens")
@@ -22,7 +22,7 @@ def run(source, config: VocabConfig, out: Path, ctx: StageContext) -> dict:
         trimmed, kept = trim_vocabulary(model, info.vocab_path, encoded.train.features["input_word_ids"], new_vocab,
                                         min_count=config.min_count)
         after = ctx.encoded(new_vocab, info.seq_length)
-        metrics = {"accuracy": accuracy(trimmed, after.test),
+        metrics = {**evaluate(trimmed, after.test, after.label_names),
                    "accuracy_before": ctx.known_accuracy(source, model, encoded.test),
                    "vocab_size_before": int(model.get_layer("word_embeddings").input_dim),
                    "vocab_size": int(len(kept)), "params_before": int(model.count_params()),
