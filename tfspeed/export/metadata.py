@@ -470,12 +470,23 @@ def add_model_metadata(tflite, model_dir) -> bytes:
     if not info.vocab_path:
         raise MetadataError(f"Expected a model directory with a vocab.txt for the metadata's tokenizer. Received: "
                             f"{str(model_dir)!r} without one.")
-    if info.text_pair:
-        raise MetadataError(f"Expected a model of single texts for TFLite metadata: MediaPipe's TextClassifier "
-                            f"tokenizes one text. Received: {str(model_dir)!r}, a sentence-pair model. Export it "
-                            "without metadata and run it with `TextClassifier(file, vocab=..., labels=...)` / "
-                            "`tfspeed predict --vocab --labels --pair-column`.")
+    reason = metadata_refused(info.text_pair, info.lower_case)
+    if reason is not None:
+        raise MetadataError(f"Expected an uncased model of single texts for TFLite metadata. Received: "
+                            f"{str(model_dir)!r}, {reason}. Export it without metadata and run it with "
+                            "`TextClassifier(file, vocab=..., labels=...)` / `tfspeed predict --vocab --labels`.")
     return add_metadata(tflite, info.vocab_path, info.label_names)
+
+
+def metadata_refused(text_pair: bool, lower_case: bool):
+    """Why a model's file cannot carry the TFLite metadata MediaPipe's TextClassifier reads (None if it can): that
+    tokenizer takes one text and lower-cases it, so a sentence-pair or cased model would be fed other token ids than
+    it was trained on."""
+    if text_pair:
+        return "a sentence-pair model (MediaPipe's TextClassifier tokenizes one text)"
+    if not lower_case:
+        return "a cased model (MediaPipe's BERT tokenizer lower-cases every text)"
+    return None
 
 
 def metadata_bytes(tflite) -> int:

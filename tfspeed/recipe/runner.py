@@ -234,7 +234,10 @@ class Optimizer:
                     return
                 data, more = made
                 more.setdefault("metadata_bytes", None)
-                if c.metadata and not ctx.dataset.is_pairs:  # MediaPipe tokenizes one text: no metadata for pairs
+                from tfspeed.export.metadata import metadata_refused
+
+                source_info = artifacts.load_info(source_dir)
+                if c.metadata and metadata_refused(source_info.text_pair, source_info.lower_case) is None:
                     from tfspeed.export.metadata import add_model_metadata, metadata_buffer, metadata_bytes
 
                     if metadata_buffer(data) is None:
@@ -246,7 +249,8 @@ class Optimizer:
                 if acc is None:
                     from tfspeed.train import scores
 
-                    split = ctx.encoded(artifacts.load_info(source_dir).vocab_path).test
+                    source_info = artifacts.load_info(source_dir)
+                    split = ctx.encoded(source_info.vocab_path, lower_case=source_info.lower_case).test
                     logits = export.evaluate(data, split, num_threads=usable_cores())  # accuracy: every core
                     scored = scores(logits.argmax(-1), split.labels, ctx.dataset.label_names)
                     acc = scored.pop("accuracy")
@@ -271,7 +275,9 @@ class Optimizer:
                 def make(mode=mode):
                     calibration = None
                     if export.Mode.parse(mode).needs_calibration:
-                        calibration = ctx.encoded(artifacts.load_info(source_dir).vocab_path).train.features
+                        source_info = artifacts.load_info(source_dir)
+                        calibration = ctx.encoded(source_info.vocab_path,
+                                                  lower_case=source_info.lower_case).train.features
                     return export.convert(m, mode, c.seq_length, calibration=calibration, metadata=False), {}
 
                 tflite(f"{base}-{mode}", make, source_dir, stage=stage, mode=mode)
@@ -283,7 +289,7 @@ class Optimizer:
         dynamic("teacher-dynamic", model, teacher_dir, "teacher")
 
         def budget():
-            encoded = ctx.encoded(info.vocab_path)
+            encoded = ctx.encoded(info.vocab_path, lower_case=info.lower_case)
             try:
                 data, rec = export.export_within_budget(model, encoded.validation, max_drop=c.max_drop,
                                                         calibration=encoded.train.features,

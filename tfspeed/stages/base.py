@@ -68,14 +68,15 @@ class StageContext:
 
             self.strategy = tf.distribute.get_strategy()
 
-    def encoded(self, vocab_path, seq_length: Optional[int] = None):
-        """The dataset tokenized with `vocab_path` at `seq_length` (cached per vocabulary and length)."""
+    def encoded(self, vocab_path, seq_length: Optional[int] = None, lower_case: bool = True):
+        """The dataset tokenized with `vocab_path` at `seq_length`, lower-cased or not as the model was trained
+        (cached per vocabulary, length and case)."""
         from tfspeed.data import EncodedDataset, Tokenizer
 
         seq_length = seq_length or self.seq_length or 128
-        key = (str(vocab_path), seq_length)
+        key = (str(vocab_path), seq_length, bool(lower_case))
         if key not in self._encoded:
-            tok = Tokenizer(vocab_path, seq_length=seq_length)
+            tok = Tokenizer(vocab_path, seq_length=seq_length, lower_case=bool(lower_case))
             self._encoded[key] = EncodedDataset(self.dataset, tok, limit=self.limit, eval_limit=self.eval_limit)
         return self._encoded[key]
 
@@ -105,8 +106,12 @@ class StageContext:
             return None
         import hashlib
 
+        from tfspeed.distribute import is_chief
+
         key = hashlib.sha1(f"{Path(teacher).resolve()}|{self.seq_length}|{self.limit}".encode()).hexdigest()[:16]
-        return Path(self.work_dir) / "teacher-logits" / f"{Path(teacher).name}-{key}.npz"
+        # multi-worker: each worker its own file, or two workers sharing the work_dir would write one at once
+        worker = "" if is_chief(self.strategy) else f"-worker{self.strategy.cluster_resolver.task_id}"
+        return Path(self.work_dir) / "teacher-logits" / f"{Path(teacher).name}-{key}{worker}.npz"
 
     def known_accuracy(self, model_dir, model, split) -> float:
         """Test accuracy of `model` (loaded from `model_dir`) on `split`: the one the directory's metrics.json
@@ -230,7 +235,7 @@ def load_source(source, ctx: StageContext):
     check_inputs(source, info, ctx.dataset)
     seq_length = ctx.seq_length or info.seq_length
     info.seq_length = seq_length
-    return model, info, ctx.encoded(info.vocab_path, seq_length)
+    return model, info, ctx.encoded(info.vocab_path, seq_length, info.lower_case)
 
 
 def check_inputs(source, info, dataset):

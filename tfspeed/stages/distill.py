@@ -55,7 +55,7 @@ def run(source, config: DistillConfig, out: Optional[Path], ctx: StageContext, s
     if info is not None and list(info.label_names) != list(dataset.label_names):
         raise ValueError(f"The teacher was trained on labels {list(info.label_names)}, the data has "
                          f"{list(dataset.label_names)}. Pass label names in the teacher's order (--label-names).")
-    encoded = ctx.encoded(vocab_path, seq_length)
+    encoded = ctx.encoded(vocab_path, seq_length, info.lower_case if info else True)
 
     chosen = []
     if student is None and config.hidden_size is None:

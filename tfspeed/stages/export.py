@@ -21,6 +21,7 @@ def run(source, config: ExportConfig, out, ctx: StageContext, report: Optional[P
     from tfspeed.data import EncodedSplit, Tokenizer
     from tfspeed.export.budget import export_within_budget
     from tfspeed.export.convert import Converter, save_tflite
+    from tfspeed.export.metadata import metadata_refused
     from tfspeed.export.ops import check_integer_only, op_histogram
     from tfspeed.export.parity import format_report, parity_report
 
@@ -29,8 +30,10 @@ def run(source, config: ExportConfig, out, ctx: StageContext, report: Optional[P
         _io.check_writable(report, ctx.overwrite, "report")
     converter = Converter(source, config.seq_length or ctx.seq_length, None, config.num_calibration_samples)
     dataset = ctx.dataset
-    converter.calibration = dataset  # int8 calibrates on its training split
-    tokenizer = Tokenizer(converter.vocab, seq_length=converter.eval_length)
+    info = artifacts.load_info(source)
+    tokenizer = Tokenizer(converter.vocab, seq_length=converter.eval_length, lower_case=info.lower_case)
+    # int8 calibrates on the training split (texts are tokenized lower-cased unless given as token ids)
+    converter.calibration = dataset if info.lower_case else EncodedSplit.from_split(dataset.train, tokenizer)
     record = None
     if config.max_drop is not None:
         validation = EncodedSplit.from_split(dataset.validation, tokenizer, ctx.eval_limit)
@@ -56,10 +59,10 @@ def run(source, config: ExportConfig, out, ctx: StageContext, report: Optional[P
                                label_names=list(dataset.label_names))
         log(format_report(parity))
     metadata_bytes = None
-    pairs = artifacts.load_info(source).text_pair
-    if config.metadata and pairs:
-        log("No TFLite metadata: MediaPipe's TextClassifier takes one text, this model reads sentence pairs. Run the "
-            "file with `tfspeed predict FILE --vocab VOCAB --labels ... --pair-column COLUMN`.")
+    refused = metadata_refused(info.text_pair, info.lower_case)
+    if config.metadata and refused:
+        log(f"No TFLite metadata: the model is {refused}. Run the file with `tfspeed predict FILE --vocab VOCAB "
+            "--labels ...`.")
     elif config.metadata:
         from tfspeed.export.metadata import add_model_metadata
         from tfspeed.export.metadata import metadata_bytes as _metadata_bytes

@@ -34,7 +34,8 @@ def run(source, config: FinetuneConfig, out: Optional[Path], ctx: StageContext, 
     if is_bert(model) and seq_length > config_of(model).max_positions:
         raise ValueError(f"Received an invalid value for `seq_length`, expected at most the model's "
                          f"max_positions={config_of(model).max_positions}. Received: seq_length={seq_length}")
-    encoded = ctx.encoded(vocab, seq_length)
+    lower_case = hub.lower_case(source)
+    encoded = ctx.encoded(vocab, seq_length, lower_case)
     with ctx.strategy.scope():
         history = fit_classifier(model, encoded.train, encoded.validation, config=config, verbose=ctx.verbose,
                                  callbacks=[*ctx.fit_callbacks("teacher"), *callbacks])
@@ -48,6 +49,6 @@ def run(source, config: FinetuneConfig, out: Optional[Path], ctx: StageContext, 
     if out is not None:
         info = artifacts.ModelInfo(seq_length=seq_length, label_names=encoded.label_names, base=str(source),
                                    stage="finetune", vocab_path=str(vocab), extra={"hub_layer": config.hub_layer},
-                                   text_pair=dataset.is_pairs)
+                                   lower_case=lower_case, text_pair=dataset.is_pairs)
         artifacts.save_model_dir(model, out, info, metrics, overwrite=ctx.overwrite)
     return (model, metrics) if return_model else metrics

@@ -76,7 +76,7 @@ def run(source, config: PruneStageConfig, out: Path, ctx: StageContext, callback
         raise ValueError(f"The model directory {str(source)!r} has no vocab.txt: cannot tokenize --data.")
     check_inputs(source, info, ctx.dataset)
     seq_length = ctx.seq_length or info.seq_length
-    encoded = ctx.encoded(info.vocab_path, seq_length)
+    encoded = ctx.encoded(info.vocab_path, seq_length, info.lower_case)
     metrics = {"dense_accuracy": ctx.known_accuracy(source, model, encoded.test), "dataset": ctx.dataset.name,
                "model": str(source),
                "seq_length": seq_length, "epochs": p.epochs, "batch_size": p.batch_size,

@@ -22,7 +22,8 @@ TFLITE_NAME = "model_int8.tflite"
 
 
 def load_input(source, ctx: StageContext):
-    """`(float model, vocab path, seq_length or None, base name, label names)` from a model directory or a handle."""
+    """`(float model, vocab path, seq_length or None, base name, label names, lower_case)` from a model directory or a
+    handle."""
     from tfspeed import artifacts, hub
 
     if artifacts.is_model_dir(source):
@@ -30,9 +31,9 @@ def load_input(source, ctx: StageContext):
         if not info.vocab_path:
             raise ValueError(f"The model directory {str(source)!r} has no vocab.txt: cannot tokenize --data.")
         check_inputs(source, info, ctx.dataset)
-        return model, info.vocab_path, info.seq_length, info.base, info.label_names
+        return model, info.vocab_path, info.seq_length, info.base, info.label_names, info.lower_case
     model = hub.build_classifier_from(source, num_classes=ctx.dataset.num_classes)
-    return model, str(hub.vocab_path(source)), None, str(source), None
+    return model, str(hub.vocab_path(source)), None, str(source), None, hub.lower_case(source)
 
 
 @register_stage("qat", QATConfig, help="quantization-aware training of the whole BERT; an all-int8 .tflite")
@@ -46,12 +47,12 @@ def run(source, config: QATConfig, out: Path, ctx: StageContext, callbacks: Sequ
 
     _io.check_writable(out, ctx.overwrite)
     dataset = ctx.dataset
-    model, vocab, seq_length, base, label_names = load_input(source, ctx)
+    model, vocab, seq_length, base, label_names, lower_case = load_input(source, ctx)
     if label_names is not None and len(label_names) != dataset.num_classes:
         raise ValueError(f"The model has {len(label_names)} classes ({label_names}) but --data has "
                          f"{dataset.num_classes} ({dataset.label_names}).")
     seq_length = ctx.seq_length or seq_length or 128
-    encoded = ctx.encoded(vocab, seq_length)
+    encoded = ctx.encoded(vocab, seq_length, lower_case)
     float_accuracy = ctx.known_accuracy(source, model, encoded.test) if not Q.is_quantized(model) else None
     start = time.perf_counter()
     qat_model, history = Q.qat_fit(model, encoded.train, encoded.validation, config=config, strategy=ctx.strategy,
@@ -84,7 +85,9 @@ def run(source, config: QATConfig, out: Path, ctx: StageContext, callbacks: Sequ
         "config": config.to_dict(),
     }
     label_names = label_names or encoded.label_names
-    if config.metadata and not dataset.is_pairs:  # MediaPipe's TextClassifier takes one text: no metadata for pairs
+    from tfspeed.export.metadata import metadata_refused
+
+    if config.metadata and metadata_refused(dataset.is_pairs, lower_case) is None:
         from tfspeed.export.metadata import add_metadata, metadata_bytes
 
         tflite = add_metadata(tflite, vocab, label_names)
@@ -92,7 +95,7 @@ def run(source, config: QATConfig, out: Path, ctx: StageContext, callbacks: Sequ
     info = artifacts.ModelInfo(seq_length=seq_length, label_names=label_names, base=base,
                                stage="qat", vocab_path=str(vocab),
                                extra={"tflite": TFLITE_NAME, "preserve_sparsity": config.preserve_sparsity},
-                               text_pair=dataset.is_pairs)
+                               lower_case=lower_case, text_pair=dataset.is_pairs)
     artifacts.save_model_dir(qat_model, out, info, metrics, overwrite=ctx.overwrite,
                              extra_files=lambda tmp: (tmp / TFLITE_NAME).write_bytes(tflite))
     return metrics

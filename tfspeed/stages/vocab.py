@@ -21,7 +21,7 @@ def run(source, config: VocabConfig, out: Path, ctx: StageContext) -> dict:
         new_vocab = Path(tmp) / "vocab.txt"
         trimmed, kept = trim_vocabulary(model, info.vocab_path, encoded.train.features["input_word_ids"], new_vocab,
                                         min_count=config.min_count)
-        after = ctx.encoded(new_vocab, info.seq_length)
+        after = ctx.encoded(new_vocab, info.seq_length, info.lower_case)
         metrics = {**evaluate(trimmed, after.test, after.label_names),
                    "accuracy_before": ctx.known_accuracy(source, model, encoded.test),
                    "vocab_size_before": int(model.get_layer("word_embeddings").input_dim),
