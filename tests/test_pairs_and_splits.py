@@ -191,3 +191,25 @@ def test_split_files_bad_input(sentiment_csv, tmp_path):
         load_splits(data=str(test), train=sentiment_csv)
     with pytest.raises(ValueError, match="built-in dataset 'rotten_tomatoes' has labels"):
         load_splits(test=test, label_names=["a", "b"])
+
+
+def test_optimize_takes_the_same_data_settings(sentiment_csv, tmp_path):
+    import argparse
+
+    from tfspeed.cli import optimize as optimize_cli
+    from tfspeed.recipe import RecipeConfig
+
+    parser = argparse.ArgumentParser()
+    optimize_cli._add_options(parser, RecipeConfig())
+    args = parser.parse_args(["--train", str(sentiment_csv), "--text-pair-column", "b", "--label-names", "neg,pos"])
+    config = optimize_cli._config(args, {})
+    assert config.data.train == str(sentiment_csv) and config.data.text_pair_column == "b"
+    assert config.data.label_names == ("neg", "pos") and config.data.data == "rotten_tomatoes"
+    # a recipe file's `data = "file"` and a [data] table, flags over the file; the flat shortcuts of the Python API
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"data": str(sentiment_csv)}))
+    args = parser.parse_args(["--config", str(recipe), "--text-column", "review"])
+    assert optimize_cli._config(args, {}).data.to_dict() == DataConfig(data=str(sentiment_csv),
+                                                                       text_column="review").to_dict()
+    assert RecipeConfig(data=str(sentiment_csv), test="t.csv").data.test == "t.csv"
+    assert RecipeConfig.from_dict(RecipeConfig(data="x.csv").to_dict()).data.data == "x.csv"
