@@ -57,6 +57,7 @@ SAMPLES = {
                                                                         trainable=True),
     "tfspeed>Distiller": _distiller,
     "tfspeed>PrunedModel": None,  # a Functional model class: covered by the pruned model's save / reload test
+    "tfspeed>gelu_approximate": None,  # an activation function: covered by test_keras_hub (save, reload, config_of)
 }
 
 

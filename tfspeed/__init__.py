@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     # a BERT in
     "BertConfig": "tfspeed.models", "build_classifier": "tfspeed.models", "build_encoder": "tfspeed.models",
-    "build_classifier_from": "tfspeed.hub", "export_encoder": "tfspeed.hub",
+    "build_classifier_from": "tfspeed.hub", "export_encoder": "tfspeed.hub", "export_huggingface": "tfspeed.hub",
     # text in, fine-tuning
     "DataConfig": "tfspeed.data", "load_dataset": "tfspeed.data", "Tokenizer": "tfspeed.data",
     "EncodedDataset": "tfspeed.data", "FinetuneConfig": "tfspeed.train", "fit_classifier": "tfspeed.train",

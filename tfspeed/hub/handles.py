@@ -1,21 +1,36 @@
-"""TF-Hub handles in and out: resolving presets / directories / URLs, importing SavedModels into native encoders."""
+"""TF-Hub handles in and out: resolving presets / directories / URLs, importing SavedModels into native encoders.
+
+A handle is a preset name, a TF-Hub SavedModel directory, a TF-Hub URL, or a checkpoint directory of another library
+that one of `FOREIGN_FORMATS` reads (a Hugging Face BERT directory): that one is converted once into the cache as a
+TF-Hub SavedModel (keyed by its files' checksums), so every stage takes it like a SavedModel.
+"""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow_hub as hub  # noqa: E402
 
 from tfspeed import _io, _wheels
 from tfspeed.compat import keras, tf
-from tfspeed.hub import export, presets, weights
+from tfspeed.hub import export, huggingface, keras_hub, presets, weights
 from tfspeed.models.bert import INPUT_NAMES, build_classifier, build_encoder, config_of
 from tfspeed.models.config import BertConfig
 
 _URL_PREFIXES = ("http://", "https://", "gs://")
+
+# Checkpoint directories of other libraries that are handles too, tried in order. Each entry (a module or any object)
+# has `NAME` (its cache folder), `claims(path) -> bool` (the directory is of this format, readable or not: it then
+# answers with a clear error), `fingerprint(path) -> str` (the cache key: checksums of the files it reads),
+# `read(path) -> weights.Checkpoint`, `vocab_path(path) -> Path` and `lower_case(path) -> bool`.
+# A new format is one more entry.
+FOREIGN_FORMATS = [
+    keras_hub,  # first: a keras-hub preset has a config.json too
+    huggingface,
+]
 
 
 def is_url(handle) -> bool:
@@ -24,17 +39,53 @@ def is_url(handle) -> bool:
 
 def _check_saved_model(path: Path, argument: str = "handle") -> Path:
     if not path.is_dir():
-        raise ValueError(f"Expected a preset name ({', '.join(sorted(presets.PRESETS))}), a SavedModel directory or a "
-                         f"TF-Hub URL for `{argument}`. Received: {str(path)!r}, which is none of these.")
+        raise ValueError(f"Expected a preset name ({', '.join(sorted(presets.PRESETS))}), a SavedModel directory, a "
+                         f"Hugging Face BERT directory or a TF-Hub URL for `{argument}`. Received: {str(path)!r}, "
+                         "which is none of these.")
     if not (path / "saved_model.pb").is_file():
-        raise ValueError(f"Expected a TF-Hub BERT SavedModel directory for `{argument}` (with saved_model.pb). "
-                         f"Received: {str(path)!r}, which has no saved_model.pb.")
+        raise ValueError(f"Expected a TF-Hub BERT SavedModel directory (with saved_model.pb) or a Hugging Face BERT "
+                         f"directory (with config.json) for `{argument}`. Received: {str(path)!r}, which has neither "
+                         "saved_model.pb nor config.json.")
     return path
 
 
+def foreign_format(handle):
+    """The entry of `FOREIGN_FORMATS` that reads the directory `handle`, or None (a preset, URL, SavedModel...)."""
+    if str(handle) in presets.PRESETS or is_url(handle):
+        return None
+    path = Path(handle)
+    if not path.is_dir() or (path / "saved_model.pb").is_file():
+        return None
+    return next((f for f in FOREIGN_FORMATS if f.claims(path)), None)
+
+
+def _convert_foreign(fmt, path: Path) -> Path:
+    """The cached TF-Hub export of the foreign directory `path`, converted on first use (or when the cache entry does
+    not match its recorded checksums)."""
+    target = _io.cache_dir() / fmt.NAME / fmt.fingerprint(path) / "encoder"
+    if not _wheels.verify_tree(target):
+        if target.exists():
+            warnings.warn(f"The cached conversion {target} does not match the checksums recorded when it was written: "
+                          "converting it again.", RuntimeWarning, stacklevel=3)
+        checkpoint = fmt.read(path)  # every error comes here, before anything is written
+        encoder = _encoder_from(checkpoint)
+        _wheels.write_cached(target, lambda p: export.export_encoder(encoder, p, vocab_path=checkpoint.vocab_path,
+                                                                     overwrite=True))
+        _wheels.record_tree(target)
+    return target
+
+
+def _encoder_from(checkpoint: weights.Checkpoint, seq_length: Optional[int] = None) -> keras.Model:
+    encoder = build_encoder(checkpoint.config, seq_length=seq_length)
+    weights.assign(encoder, checkpoint.weight_map)
+    return encoder
+
+
 def resolve(handle) -> str:
-    """A handle that `hub.KerasLayer` accepts: a preset name is exported once into the cache; a directory is checked;
-    a URL is passed through (it is fetched by tensorflow-hub when it is loaded).
+    """A handle that `hub.KerasLayer` accepts: a preset name is exported once into the cache; a foreign checkpoint
+    directory (`FOREIGN_FORMATS`: a Hugging Face BERT directory) is converted once into the cache, keyed by its files'
+    checksums; a SavedModel directory is checked; a URL is passed through (it is fetched by tensorflow-hub when it is
+    loaded).
 
     Example:
 
@@ -56,16 +107,21 @@ def resolve(handle) -> str:
         return str(path)
     if is_url(handle):
         return handle
+    fmt = foreign_format(handle)
+    if fmt is not None:
+        return str(_convert_foreign(fmt, Path(handle)))
     return str(_check_saved_model(Path(handle)))
 
 
 def resolve_preprocessor(handle, seq_length: int = 128) -> str:
-    """The preprocessing SavedModel matching `handle` (its vocabulary), exported once into the cache."""
+    """The preprocessing SavedModel matching `handle` (its vocabulary and lower-casing), exported once into the
+    cache."""
     vocab = vocab_path(handle)
-    path = _io.cache_dir() / "preprocess" / f"{_slug(str(vocab))}-{seq_length}"
+    lower = lower_case(handle)
+    path = _io.cache_dir() / "preprocess" / f"{_slug(str(vocab))}-{seq_length}{'' if lower else '-cased'}"
     if not _wheels.verify_tree(path):  # missing, half-written or changed: export again
         _wheels.write_cached(path, lambda p: export.export_preprocessor(vocab, p, seq_length=seq_length,
-                                                                        overwrite=True))
+                                                                        lower_case=lower, overwrite=True))
         _wheels.record_tree(path)
     return str(path)
 
@@ -83,14 +139,26 @@ def local_path(handle) -> Path:
 
 
 def vocab_path(handle) -> Path:
-    """The WordPiece vocabulary for `handle`: the preset's, or `assets/vocab.txt` of a SavedModel."""
+    """The WordPiece vocabulary for `handle`: the preset's, a foreign directory's (`vocab.txt` of a Hugging Face
+    directory), or `assets/vocab.txt` of a SavedModel."""
     if str(handle) in presets.PRESETS:
         return presets.vocab_path(str(handle))
+    fmt = foreign_format(handle)
+    if fmt is not None:
+        return Path(fmt.vocab_path(Path(handle)))
     path = local_path(handle) / "assets" / "vocab.txt"
     if not path.is_file():
         raise ValueError(f"No vocabulary found for `handle`={str(handle)!r}: expected {path}. "
                          "Pass `vocab_path` explicitly.")
     return path
+
+
+def lower_case(handle) -> bool:
+    """Whether the tokenizer of `handle` lower-cases (and strips accents): a foreign directory says so
+    (`do_lower_case` of a Hugging Face `tokenizer_config.json`, `True` when absent); `True` for every other handle
+    (the presets and TF-Hub BERTs tfspeed reads are uncased)."""
+    fmt = foreign_format(handle)
+    return bool(fmt.lower_case(Path(handle))) if fmt is not None else True
 
 
 def _variables(path: Path) -> dict:
@@ -104,10 +172,11 @@ def import_encoder(handle, num_heads: Optional[int] = None, seq_length: Optional
 
     Reads tfspeed exports and Model Garden exports (3-D EinsumDense kernels are reshaped). With `verify=True` the
     native encoder's outputs are compared to the SavedModel's own on a random batch, and a mismatch above `atol` is an
-    error.
+    error. A foreign directory (a Hugging Face BERT directory) is read straight from its weights (`num_heads`,
+    `verify` and `atol` do not apply).
 
     Args:
-        handle: a preset name, a SavedModel directory or a TF-Hub URL.
+        handle: a preset name, a SavedModel directory, a Hugging Face BERT directory or a TF-Hub URL.
         num_heads: heads per layer, needed only when the SavedModel neither stores a tfspeed config nor has 3-D kernels.
         seq_length: fixed sequence length of the native encoder's inputs. Defaults to `None` (any length).
         verify: compare outputs after the import. Defaults to `True`.
@@ -115,6 +184,9 @@ def import_encoder(handle, num_heads: Optional[int] = None, seq_length: Optional
     """
     if str(handle) in presets.PRESETS:
         return presets.build_preset_encoder(str(handle), seq_length=seq_length)
+    fmt = foreign_format(handle)
+    if fmt is not None:
+        return _encoder_from(fmt.read(Path(handle)), seq_length=seq_length)
     path = local_path(handle)
     variables, obj = _variables(path)
     if weights.is_model_garden(variables):
@@ -170,14 +242,16 @@ def compare_with_saved_model(encoder: keras.Model, obj, config: BertConfig) -> f
 
 
 def load_encoder(handle, seq_length: Optional[int] = None, **kwargs) -> keras.Model:
-    """A native encoder for a preset, SavedModel directory or TF-Hub URL (see `import_encoder`)."""
+    """A native encoder for a preset, SavedModel directory, Hugging Face BERT directory or TF-Hub URL (see
+    `import_encoder`)."""
     return import_encoder(handle, seq_length=seq_length, **kwargs)
 
 
 def build_hub_classifier(handle, num_classes: int = 2, dropout: float = 0.1, trainable: bool = True,
-                         layer_cls=None, name: str = "hub_classifier") -> keras.Model:
+                         layer_cls=None, name: str = "hub_classifier",
+                         label_names: Optional[Sequence[str]] = None) -> keras.Model:
     """A classifier on a `hub.KerasLayer` encoder: inputs dict -> hub layer -> dropout(pooled_output) -> Dense
-    logits."""
+    logits. The classification head of a foreign checkpoint is kept when it fits (see `build_classifier_from`)."""
     layer_cls = layer_cls or hub.KerasLayer
     inputs = {n: keras.Input(shape=(None,), dtype=tf.int32, name=n) for n in INPUT_NAMES}
     encoder = layer_cls(resolve(handle), trainable=trainable, name="encoder")
@@ -185,12 +259,34 @@ def build_hub_classifier(handle, num_classes: int = 2, dropout: float = 0.1, tra
     x = keras.layers.Dropout(dropout, name="classifier_dropout")(pooled)
     logits = keras.layers.Dense(num_classes, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
                                 name="classifier")(x)
-    return keras.Model(inputs, logits, name=name)
+    model = keras.Model(inputs, logits, name=name)
+    fmt = foreign_format(handle)
+    if fmt is not None:
+        head = _fitting_head(fmt.read(Path(handle)), num_classes, label_names)
+        if head is not None:
+            model.get_layer("classifier").set_weights(head)
+    return model
 
 
 def build_native_classifier(handle, num_classes: int = 2, seq_length: Optional[int] = None,
-                            classifier_dropout: Optional[float] = None, **kwargs) -> keras.Model:
-    """A flat native classifier whose encoder weights come from `handle` (preset, SavedModel or URL)."""
+                            classifier_dropout: Optional[float] = None, label_names: Optional[Sequence[str]] = None,
+                            **kwargs) -> keras.Model:
+    """A flat native classifier whose encoder weights come from `handle` (preset, SavedModel, Hugging Face BERT
+    directory or URL); the classification head of a foreign checkpoint is kept when it fits (see
+    `build_classifier_from`)."""
+    fmt = foreign_format(handle)
+    if fmt is not None:
+        checkpoint = fmt.read(Path(handle))
+        if classifier_dropout is None:
+            classifier_dropout = checkpoint.classifier_dropout
+        classifier = build_classifier(checkpoint.config, num_classes=num_classes, seq_length=seq_length,
+                                      classifier_dropout=classifier_dropout)
+        weight_map = dict(checkpoint.weight_map)
+        head = _fitting_head(checkpoint, num_classes, label_names)
+        if head is not None:
+            weight_map["classifier"] = head
+        weights.assign(classifier, weight_map)
+        return classifier
     encoder = load_encoder(handle, seq_length=seq_length, **kwargs)
     classifier = build_classifier(config_of(encoder), num_classes=num_classes, seq_length=seq_length,
                                   classifier_dropout=classifier_dropout)
@@ -200,9 +296,51 @@ def build_native_classifier(handle, num_classes: int = 2, seq_length: Optional[i
     return classifier
 
 
-def build_classifier_from(handle, num_classes: int = 2, hub_layer: bool = False, **kwargs) -> keras.Model:
+def build_classifier_from(handle, num_classes: int = 2, hub_layer: bool = False,
+                          label_names: Optional[Sequence[str]] = None, **kwargs) -> keras.Model:
     """A classifier on `handle`: native (default, TFMOT sees every Dense) or on a `hub.KerasLayer`
-    (`hub_layer=True`)."""
+    (`hub_layer=True`).
+
+    A Hugging Face `BertForSequenceClassification` directory keeps its classification head when it fits: it has
+    `num_classes` outputs and, when both the checkpoint (`id2label`) and `label_names` name the labels, the same
+    names (its outputs are then reordered to follow `label_names`). Otherwise the head is new, with a warning.
+
+    Args:
+        handle: a preset name, a SavedModel directory, a Hugging Face BERT directory or a TF-Hub URL.
+        num_classes: outputs of the classifier. Defaults to `2`.
+        hub_layer: build on a `hub.KerasLayer` instead of native layers. Defaults to `False`.
+        label_names: the task's label names in index order, to match a checkpoint's head. Defaults to `None`
+            (a head with `num_classes` outputs is kept as it is).
+        **kwargs: passed to `build_native_classifier` / `build_hub_classifier`.
+    """
     if hub_layer:
-        return build_hub_classifier(handle, num_classes=num_classes, **kwargs)
-    return build_native_classifier(handle, num_classes=num_classes, **kwargs)
+        return build_hub_classifier(handle, num_classes=num_classes, label_names=label_names, **kwargs)
+    return build_native_classifier(handle, num_classes=num_classes, label_names=label_names, **kwargs)
+
+
+def _fitting_head(checkpoint: weights.Checkpoint, num_classes: int, label_names: Optional[Sequence[str]]):
+    """The checkpoint's `[kernel, bias]` classification head for a task of `num_classes` labels named `label_names`
+    (reordered to their order), or None (no head, or one that does not fit: a warning says why)."""
+    if checkpoint.classifier is None:
+        return None
+    kernel, bias = checkpoint.classifier
+    theirs = checkpoint.label_names
+    described = f"{bias.shape[0]} labels" + (f" {theirs}" if theirs else "")
+    if bias.shape[0] != num_classes:
+        warnings.warn(f"The checkpoint's classification head has {described}, the task {num_classes}: a new head is "
+                      "initialised.", UserWarning, stacklevel=3)
+        return None
+    if theirs is None:
+        return [kernel, bias]
+    if label_names is None:
+        warnings.warn(f"The checkpoint's classification head is kept with its label order {theirs}: pass "
+                      "`label_names` (the task's labels in index order) to have it matched and reordered.",
+                      UserWarning, stacklevel=3)
+        return [kernel, bias]
+    ours = [str(n) for n in label_names]
+    if sorted(ours) != sorted(theirs):
+        warnings.warn(f"The checkpoint's classification head has {described}, the task's labels are {ours}: a new "
+                      "head is initialised.", UserWarning, stacklevel=3)
+        return None
+    order = [theirs.index(n) for n in ours]
+    return [np.ascontiguousarray(kernel[:, order]), bias[order]]

@@ -32,7 +32,7 @@ def encoder_inputs(seq_length: Optional[int] = None, batch_size: Optional[int] =
 def bert_outputs(config: BertConfig, inputs: dict) -> dict:
     """Builds the layers of `config` on `inputs` and returns the TF-Hub outputs dict of symbolic tensors."""
     c = config
-    activation = c.activation
+    activation = L.ACTIVATIONS[c.activation]
     word = keras.layers.Embedding(c.vocab_size, c.hidden_size, embeddings_initializer=_initializer(),
                                   name="word_embeddings")(inputs["input_word_ids"])
     position = L.PositionEmbedding(c.max_positions, name="position_embedding")(word)
@@ -156,14 +156,17 @@ def config_of(model: keras.Model) -> BertConfig:
              for i, h in enumerate(heads)]
     inter = [get(f"layer_{i}_intermediate").units for i in range(num_layers)]
     act = keras.activations.serialize(get("layer_0_intermediate").activation)
-    act = act if isinstance(act, str) else act.get("config", {}).get("name", "gelu")
+    if not isinstance(act, str):  # a registered function: {"config": "tfspeed>gelu_approximate", ...}
+        config = act.get("config", {})
+        act = config if isinstance(config, str) else config.get("name", "gelu")
+    act = act.split(">")[-1]
     ranks = {n[:-len(LOWRANK_SUFFIX)]: get(n).units for n in names if n.endswith(LOWRANK_SUFFIX)}
     return BertConfig(
         vocab_size=word.input_dim, hidden_size=word.output_dim, num_layers=num_layers, num_heads=max(heads),
         intermediate_size=max(inter), max_positions=get("position_embedding").max_positions,
         type_vocab_size=get("type_embeddings").input_dim, dropout=float(get("embeddings_dropout").rate),
         attention_dropout=float(get("layer_0_attention_dropout").rate),
-        activation=act if act in ("gelu", "relu") else "gelu",
+        activation=act if act in L.ACTIVATIONS else "gelu",
         layer_norm_epsilon=float(get("embeddings_layer_norm").epsilon), head_size=scores0.head_size,
         layer_num_heads=heads, layer_intermediate_sizes=inter, ranks=ranks or None)
 

@@ -9,7 +9,7 @@ from typing import Mapping, Optional, Sequence
 
 from tfspeed import _checks
 
-_ACTIVATIONS = ("gelu", "relu")
+_ACTIVATIONS = ("gelu", "gelu_approximate", "relu")
 # The Dense layers of the encoder, by name: what `ranks` may factorise.
 FACTORIZABLE = re.compile(r"layer_(\d+)_(query|key|value|attention_output|intermediate|output)|pooler_dense")
 
@@ -28,7 +28,8 @@ class BertConfig:
         type_vocab_size: number of segment ids. Defaults to `2`.
         dropout: dropout rate on hidden states. Defaults to `0.1`.
         attention_dropout: dropout rate on attention probabilities. Defaults to `0.1`.
-        activation: FFN activation, "gelu" (exact, as BERT) or "relu". Defaults to `"gelu"`.
+        activation: FFN activation, "gelu" (exact, as Hugging Face BERT), "gelu_approximate" (its tanh
+            approximation, as Google's BERT and keras-hub) or "relu". Defaults to `"gelu"`.
         layer_norm_epsilon: Defaults to `1e-12`.
         head_size: width of one head. Defaults to `hidden_size // num_heads`.
         layer_num_heads: heads kept in each layer, after structured pruning. Defaults to `num_heads` everywhere.

@@ -140,6 +140,19 @@ class ChannelScale(keras.layers.Layer):
         return {**super().get_config(), "scales": list(self.scales)}
 
 
+@keras.saving.register_keras_serializable(package="tfspeed", name="gelu_approximate")
+def gelu_approximate(x):
+    """The tanh approximation of GELU: Google's original BERT, keras-hub's BERT, Hugging Face's "gelu_new"."""
+    return tf.nn.gelu(x, approximate=True)
+
+
+# TFMOT recognises activations by `__name__` (quantize_aware_activation): "gelu" is quantized as GELU is. The
+# registered name above is what `get_config` writes.
+gelu_approximate.__name__ = "gelu"
+
+ACTIVATIONS = {"gelu": "gelu", "gelu_approximate": gelu_approximate, "relu": "relu"}
+"""`BertConfig.activation` -> the Dense activation of the FFN."""
+
 CUSTOM_OBJECTS = {cls.__name__: cls for cls in
                   (PositionEmbedding, AttentionMask, QueryKeyProduct, MaskedSoftmax, AttentionContext, FirstToken,
                    ChannelScale)}

@@ -112,8 +112,8 @@ class RecipeConfig(StageConfig):
         stages: configs of other registered stages, by stage name. Defaults to `{}`.
     """
 
-    model: str = field("minilm-l6", help="preset, TF-Hub SavedModel directory or URL to fine-tune, or a tfspeed "
-                                         "model directory used as the teacher")
+    model: str = field("minilm-l6", help="preset, TF-Hub SavedModel directory or URL, or Hugging Face BERT "
+                                         "directory to fine-tune, or a tfspeed model directory used as the teacher")
     data: DataConfig = field(default_factory=DataConfig, cli=False,
                              help="the labelled text: 'rotten_tomatoes' or a .csv/.jsonl file, split files, columns")
     recipe: tuple = field(("distill", "prune", "qat"), parse=_stages,

@@ -30,7 +30,8 @@ def run(source, config: FinetuneConfig, out: Optional[Path], ctx: StageContext, 
     seq_length = ctx.seq_length or config.seq_length
     vocab = hub.vocab_path(source)
     with ctx.strategy.scope():
-        model = hub.build_classifier_from(source, num_classes=dataset.num_classes, hub_layer=config.hub_layer)
+        model = hub.build_classifier_from(source, num_classes=dataset.num_classes, hub_layer=config.hub_layer,
+                                          label_names=list(dataset.label_names))
     if is_bert(model) and seq_length > config_of(model).max_positions:
         raise ValueError(f"Received an invalid value for `seq_length`, expected at most the model's "
                          f"max_positions={config_of(model).max_positions}. Received: seq_length={seq_length}")

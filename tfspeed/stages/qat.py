@@ -32,7 +32,8 @@ def load_input(source, ctx: StageContext):
             raise ValueError(f"The model directory {str(source)!r} has no vocab.txt: cannot tokenize --data.")
         check_inputs(source, info, ctx.dataset)
         return model, info.vocab_path, info.seq_length, info.base, info.label_names, info.lower_case
-    model = hub.build_classifier_from(source, num_classes=ctx.dataset.num_classes)
+    model = hub.build_classifier_from(source, num_classes=ctx.dataset.num_classes,
+                                      label_names=list(ctx.dataset.label_names))
     return model, str(hub.vocab_path(source)), None, str(source), None, hub.lower_case(source)
 
 
