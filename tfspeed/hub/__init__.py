@@ -22,6 +22,5 @@ from tfspeed.hub.presets import PRESETS, build_preset_encoder, get_preset
 
 __all__ = ["FOREIGN_FORMATS", "PRESETS", "build_classifier_from", "build_hub_classifier", "build_native_classifier",
            "build_preset_encoder", "export_encoder", "export_huggingface", "export_preprocessor", "from_keras_hub",
-           "get_preset", "import_encoder", "is_huggingface_dir", "load_encoder", "lower_case", "read_huggingface", "resolve",
-           "resolve_preprocessor", "sample_inputs", "save_preset", "to_keras_hub",
-           "vocab_path"]
+           "get_preset", "import_encoder", "is_huggingface_dir", "load_encoder", "lower_case", "read_huggingface",
+           "resolve", "resolve_preprocessor", "sample_inputs", "save_preset", "to_keras_hub", "vocab_path"]
