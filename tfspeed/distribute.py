@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
+from pathlib import Path
+
 from tfspeed.compat import tf
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
@@ -18,6 +23,49 @@ def make_strategy(name):
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"Received an invalid value for `strategy`, expected one of {list(STRATEGIES)}. "
                      f"Received: strategy={name!r}")
+
+
+def is_chief(strategy=None) -> bool:
+    """Whether this process writes the artifacts: always, except on the workers other than the chief of a
+    `MultiWorkerMirroredStrategy` (the chief is TF_CONFIG's `chief` task, else worker 0).
+
+    Args:
+        strategy: a `tf.distribute.Strategy`. Defaults to `None` (the current one).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    return not is_multi_worker(strategy) or bool(strategy.extended.should_checkpoint)
+
+
+def is_multi_worker(strategy=None) -> bool:
+    """Whether `strategy` trains across several processes (a `MultiWorkerMirroredStrategy` with more than one
+    worker in TF_CONFIG). Defaults to `None` (the current strategy)."""
+    multi_worker = getattr((strategy or tf.distribute.get_strategy()).extended, "_in_multi_worker_mode", None)
+    return bool(multi_worker is not None and multi_worker())
+
+
+@contextlib.contextmanager
+def worker_output(out, strategy=None):
+    """Yields where this process writes the output directory `out` of a training command: `out` itself on the chief
+    (and without multi-worker training); a path in a temporary folder, removed when the block ends, on the other
+    workers of a `MultiWorkerMirroredStrategy`.
+
+    Every worker must save all the same, at the same point: saving reads the variables synchronised across workers
+    (TF's multi-worker Keras guide), so a worker that skipped it would leave the others waiting. Only the chief's
+    copy is kept, and only the chief claims `out`: the workers of one machine do not fight over it.
+
+    Args:
+        out: the output directory, or `None` (nothing is written: `None` is yielded).
+        strategy: a `tf.distribute.Strategy`. Defaults to `None` (the current one).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    if out is None or is_chief(strategy):
+        yield out
+        return
+    folder = tempfile.mkdtemp(prefix=f"tfspeed-worker{strategy.cluster_resolver.task_id}-")
+    try:
+        yield Path(folder) / Path(out).name
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # TF starts the collective keys of every MirroredStrategy at group 1, instance 100. A second strategy in the same

@@ -23,6 +23,7 @@ def register(subparsers):
     common.add_config_args(p, DistillConfig, group="distillation")
     common.add_data_args(p)
     common.add_strategy_arg(p)
+    common.add_work_dir_arg(p)
     common.add_out_args(p, "student model directory to write")
     p.set_defaults(func=run)
     return p
@@ -33,10 +34,13 @@ def run(args) -> int:
     from tfspeed.stages import get_stage
 
     config = DistillConfig.from_args(args)
-    _io.check_writable(args.out, args.overwrite)
-    metrics = get_stage("distill").run(args.teacher, config, args.out, common.context(args))
-    keys = ("accuracy", "teacher_accuracy", "accuracy_ratio", "teacher_layers", "student_params", "teacher_params",
-            "seconds_per_epoch")
+    if args.strategy != "multi-worker":  # multi-worker: only the chief claims --out, in the stage
+        _io.check_writable(args.out, args.overwrite)
+    ctx = common.context(args)
+    with common.output(args.out, ctx) as out:
+        metrics = get_stage("distill").run(args.teacher, config, out, ctx)
+    keys = ("accuracy", "macro_f1", "teacher_accuracy", "accuracy_ratio", "teacher_layers", "student_params",
+            "teacher_params", "seconds_per_epoch")
     print(json.dumps({k: metrics[k] for k in keys}, indent=2))
-    print(f"Wrote {args.out}")
+    print(common.wrote(args.out, ctx))
     return 0
