@@ -215,6 +215,7 @@ def test_finetune_on_two_workers_resumes_and_agrees(finetuned):
     assert not list(second.dir.glob("tfspeed-worker*"))
 
 
+@pytest.mark.large  # about 30 s: two more worker processes
 def test_distill_on_two_workers_agrees(finetuned, sentiment_csv, tmp_path):
     teacher, _, _, _ = finetuned
     out = tmp_path / "student"

@@ -110,6 +110,12 @@ def test_pairs_through_finetune_export_and_predict(pairs_csv, vocab_file, tmp_pa
     assert set(metrics["per_class_accuracy"]) == {"neg", "pos"} and 0 <= metrics["macro_f1"] <= 1
     info = artifacts.load_info(out)
     assert info.text_pair and info.label_names == ["neg", "pos"]
+    # a compression stage reads the pairs too, and its model says so
+    student = tmp_path / "student"
+    assert cli.main(["distill", "--teacher", str(out), "--data", str(pairs_csv), "--text-column", "a",
+                     "--text-pair-column", "b", "--student-layers", "1", "--epochs", "1", "--out", str(student)]) == 0
+    assert artifacts.load_info(student).text_pair
+    assert "per_class_accuracy" in json.loads((student / "metrics.json").read_text())
     # single-text data on a pair model is refused by every stage that reads the model
     assert cli.main(["distill", "--teacher", str(out), "--data", str(pairs_csv), "--text-column", "a", "--out",
                      str(tmp_path / "d"), "--epochs", "1"]) == 1
