@@ -118,3 +118,36 @@ def test_bad_input_is_named(trained, tiny_config):
                                                                            metadata=False)
         X.ExitRunner(plain, (1, 2), 3, "entropy", 0.1)
     assert json.dumps(E.ExitsConfig(layers=(1, 2)).to_dict())  # serializable config
+
+
+def test_exits_command_writes_a_model_directory_with_its_runtime(toy, vocab_file, sentiment_csv, tmp_path, capsys):
+    """`tfspeed exits`: trained, calibrated, exported; the directory's runner reproduces its test accuracy."""
+    from tfspeed import artifacts
+    from tfspeed.artifacts import ModelInfo, save_model_dir
+    from tfspeed.cli import main
+    from tfspeed.stages import exits as stage
+    from tfspeed.train import fit_classifier
+
+    d, train, _, test = toy
+    keras.utils.set_random_seed(2)
+    model = build_classifier(harness.tiny_config(num_layers=3, num_heads=2, intermediate_size=64, max_positions=16,
+                                                 type_vocab_size=2, dropout=0.1, attention_dropout=0.1))
+    fit_classifier(model, train, epochs=6, batch_size=16, learning_rate=1e-3, verbose=0)
+    source = tmp_path / "model"
+    save_model_dir(model, source, ModelInfo(seq_length=16, label_names=list(d.label_names), base="tiny",
+                                            stage="finetune", vocab_path=str(vocab_file)))
+    out = tmp_path / "exits"
+    assert main(["exits", str(source), "--layers", "1,2", "--epochs", "2", "--learning-rate", "0.003", "--budget",
+                 "0.02", "--data", str(sentiment_csv), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["layers"] == [1, 2] and sum(metrics["exit_counts"]) == len(test)
+    assert metrics["mean_layers"] <= 3.0 and 0 <= metrics["macro_f1"] <= 1
+    loaded, _ = artifacts.load_model_dir(out)
+    assert E.exit_layers(loaded) == (1, 2)
+    run = stage.runner(out).predict(test.features)
+    assert np.mean(run["probabilities"].argmax(-1) == test.labels) == pytest.approx(metrics["accuracy"], abs=0.03)
+    assert main(["exits", str(source), "--layers", "2,1", "--data", str(sentiment_csv), "--out",
+                 str(tmp_path / "bad")]) == 1
+    assert "increasing" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    with pytest.raises(ValueError, match="tfspeed exits"):
+        stage.runner(source)

@@ -15,7 +15,7 @@ import sys
 import threading
 
 # Command modules, in pipeline order; each has `register(subparsers)` setting `func` on its parser.
-COMMANDS = ("finetune", "export", "predict", "profile", "prune", "factorize", "qat", "distill", "optimize",
+COMMANDS = ("finetune", "export", "predict", "profile", "prune", "factorize", "qat", "distill", "exits", "optimize",
             "convert")
 
 

@@ -18,9 +18,9 @@ CONFIG_ASSET = "tfspeed_bert_config.json"
 def _as_encoder(model: keras.Model) -> keras.Model:
     if not is_bert(model):
         raise ValueError(f"Expected a tfspeed BERT encoder or classifier for `model`. Received: {model.name!r}")
-    if isinstance(model.output, dict):
+    if isinstance(model.output, dict) and "sequence_output" in model.output:
         return model
-    return encoder_of(model)
+    return encoder_of(model)  # a classifier (also one with early exits: its encoder, without them)
 
 
 def export_encoder(model: keras.Model, path, vocab_path=None, overwrite: bool = False) -> Path:
