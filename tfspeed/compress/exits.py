@@ -250,11 +250,15 @@ def fit_exits(exits: keras.Model, train, validation=None, config: Optional[Exits
     """Trains the exits of `exits` (from `add_exits`) through `fit` on `train` (an `EncodedSplit`).
 
     With `target="distill"` each exit learns the final classifier's probabilities on the training texts (computed
-    once, before training); with `"labels"`, the labels. Returns the `fit` history.
+    once, before training); with `"labels"`, the labels. When the encoder is trainable (`add_exits(freeze=False)`:
+    joint training) the final classifier learns the labels too, so it stays a classifier while the encoder changes.
+    Returns the `fit` history.
     """
     config = ExitsConfig.resolve(config, **kwargs)
     names = [f"{EXIT_PREFIX}{i}" for i in exit_layers(exits)]
     num_classes = int(exits.output[FINAL].shape[-1])
+    joint = any(layer.trainable and layer.trainable_weights and not layer.name.startswith(EXIT_PREFIX)
+                for layer in exits.layers)
 
     def targets(split):
         if config.target == ExitTarget.DISTILL:
@@ -263,10 +267,14 @@ def fit_exits(exits: keras.Model, train, validation=None, config: Optional[Exits
 
     def dataset(split, shuffle):
         ds = split.dataset(config.batch_size if shuffle else 128, shuffle=shuffle, extra=targets(split))
+        if joint:
+            return ds.map(lambda x, y: (x, {**{n: y[1] for n in names},
+                                            FINAL: tf.one_hot(y[0], num_classes, dtype=tf.float32)}))
         return ds.map(lambda x, y: (x, {n: y[1] for n in names}))
 
     loss = keras.losses.CategoricalCrossentropy(from_logits=True)
-    exits.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss={n: loss for n in names},
+    losses = {n: loss for n in names + ([FINAL] if joint else [])}
+    exits.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=losses,
                   metrics={n: [keras.metrics.CategoricalAccuracy(name="agreement" if config.target == ExitTarget.DISTILL
                                                                  else "accuracy")] for n in names})
     return exits.fit(dataset(train, True), epochs=config.epochs, callbacks=list(callbacks), verbose=verbose,
@@ -363,13 +371,17 @@ class Calibration:
 
 
 def calibrate(probs: np.ndarray, labels: np.ndarray, layers: Sequence[int], num_layers: int, rule="entropy",
-              budget: float = 0.005) -> Calibration:
+              budget: float = 0.005, reference_accuracy: Optional[float] = None) -> Calibration:
     """The threshold of `rule` that uses the fewest layers on average while the accuracy on (`probs`, `labels`) stays
-    at least the full model's minus `budget` (a fraction: 0.005 = half a point). Run it on the validation split."""
+    at least the full model's minus `budget` (a fraction: 0.005 = half a point). Run it on the validation split.
+    `reference_accuracy` replaces the full model's accuracy there (e.g. the model before its exits were jointly
+    trained). A threshold that never exits early is always within the budget of the model itself."""
     budget = check_budget(budget)
     points = curve(probs, labels, layers, num_layers, rule)
     full = float(np.mean(np.asarray(probs)[:, -1].argmax(-1) == np.asarray(labels)))
-    within = [p for p in points if p["accuracy"] >= full - budget - 1e-12]
+    if reference_accuracy is not None:
+        full = float(reference_accuracy)
+    within = [p for p in points if p["accuracy"] >= full - budget - 1e-12] or [points[0]]
     best = min(within, key=lambda p: (p["mean_layers"], -p["accuracy"]))
     return Calibration(rule=ExitRule.parse("rule", rule).value, threshold=best["threshold"], budget=budget,
                        layers=tuple(int(i) for i in layers), num_layers=int(num_layers), accuracy=best["accuracy"],
