@@ -18,7 +18,7 @@ for any threshold. The runtime that really stops after a confident exit is `tfsp
 Example:
 
 ```python
-exits = add_exits(model, layers=(1, 2, 3, 4, 5))
+exits = add_exits(model, layers=(1, 2, 3, 4, 5))  # mean-pooled exits
 fit_exits(exits, data.train, data.validation, config=ExitsConfig(epochs=2))
 probs = exit_probabilities(exits, data.validation)           # [n, exits + 1, classes]
 rule = calibrate(probs, data.validation.labels, exit_layers(exits), budget=0.005, rule="entropy")
@@ -75,7 +75,9 @@ class ExitsConfig(StageConfig):
     Args:
         layers: after which encoder layers (1-based, increasing, below the last layer) an exit goes. Defaults to
             `None`: after every layer but the last.
-        pooling: `"cls"` (the [CLS] token) or `"mean"` (the mean of the valid tokens). Defaults to `"cls"`.
+        pooling: `"mean"` (the mean of the valid tokens) or `"cls"` (the [CLS] token). Defaults to `"mean"`: on a
+            frozen fine-tuned MiniLM the [CLS] state of the first layers does not carry the class yet
+            (benchmarks/README.md, "Early exits").
         target: `"distill"` (the final classifier's probabilities) or `"labels"`. Defaults to `"distill"`.
         epochs: training epochs of the exits (the encoder is frozen). Defaults to `2`.
         batch_size: Defaults to `32`.
@@ -88,7 +90,7 @@ class ExitsConfig(StageConfig):
     layers: Optional[tuple] = field(None, parse=_layers, metavar="I,J,..",
                                     help="after which layers (1-based, increasing) an exit goes (default: every "
                                          "layer but the last)")
-    pooling: ExitPooling = field(ExitPooling.CLS, help="what an exit reads: the [CLS] token or the mean of the tokens")
+    pooling: ExitPooling = field(ExitPooling.MEAN, help="what an exit reads: the mean of the tokens or the [CLS] token")
     target: ExitTarget = field(ExitTarget.DISTILL, help="what the exits learn: the final layer's probabilities "
                                                         "(distill) or the labels")
     epochs: int = field(2, help="training epochs of the exits (the encoder is frozen)")
@@ -151,7 +153,7 @@ def hidden_layer_name(layer: int) -> str:
     return f"layer_{layer - 1}_output_layer_norm"
 
 
-def add_exits(model: keras.Model, layers: Optional[Sequence[int]] = None, pooling="cls",
+def add_exits(model: keras.Model, layers: Optional[Sequence[int]] = None, pooling="mean",
               freeze: bool = True) -> keras.Model:
     """A new model with an exit classifier after each of `layers`: outputs `{"exit_I": logits, ..., "final": logits}`.
 
@@ -163,7 +165,7 @@ def add_exits(model: keras.Model, layers: Optional[Sequence[int]] = None, poolin
     Args:
         model: a native tfspeed BERT classifier (no TFMOT wrappers).
         layers: 1-based encoder layers, increasing, below the last. Defaults to `None` (every layer but the last).
-        pooling: `"cls"` or `"mean"`. Defaults to `"cls"`.
+        pooling: `"mean"` or `"cls"`. Defaults to `"mean"`.
         freeze: freeze the encoder and the final classifier. Defaults to `True`.
     """
     check_plain_bert(model, "early exits read its hidden states by layer name")
