@@ -146,6 +146,16 @@ def test_exits_command_writes_a_model_directory_with_its_runtime(toy, vocab_file
     assert E.exit_layers(loaded) == (1, 2)
     run = stage.runner(out).predict(test.features)
     assert np.mean(run["probabilities"].argmax(-1) == test.labels) == pytest.approx(metrics["accuracy"], abs=0.03)
+    # `tfspeed predict` / TextClassifier on the directory run its segmented file, stopping early
+    from tfspeed.export import TextClassifier
+
+    texts = list(d.test.texts[:6])
+    classifier = TextClassifier(out)
+    expected = stage.runner(out).predict(Tokenizer(vocab_file, seq_length=16).encode(texts))["probabilities"]
+    np.testing.assert_allclose(classifier.predict_proba(texts), expected, atol=1e-6)
+    capsys.readouterr()
+    assert main(["predict", str(out), texts[0], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] in d.label_names
     assert main(["exits", str(source), "--layers", "2,1", "--data", str(sentiment_csv), "--out",
                  str(tmp_path / "bad")]) == 1
     assert "increasing" in capsys.readouterr().err and not (tmp_path / "bad").exists()

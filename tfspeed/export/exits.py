@@ -30,6 +30,8 @@ from tfspeed.compress import exits as E
 from tfspeed.models.bert import INPUT_NAMES, LOWRANK_SUFFIX, config_of
 
 SEGMENT = "segment_{}"
+EXITS_JSON = "exits.json"
+"""What an exits model directory (`tfspeed exits`) says of its file: layers, rule, threshold, curves."""
 
 
 def _get(model, name):
@@ -207,6 +209,20 @@ class ExitRunner:
         depth = np.asarray(list(self.layers) + [self.num_layers])
         index = np.asarray(index)
         return {"probabilities": np.asarray(probs), "exit_index": index, "layers_used": depth[index]}
+
+
+def runner_of(model_dir, num_threads: int = 1) -> ExitRunner:
+    """The `ExitRunner` of an exits model directory (`tfspeed exits`): its `exits.tflite` with the calibrated rule and
+    threshold of its `exits.json`."""
+    import json
+
+    path = Path(model_dir)
+    if not (path / EXITS_JSON).is_file():
+        raise ValueError(f"Expected a model directory written by `tfspeed exits` (with {EXITS_JSON}) for `model`. "
+                         f"Received: {str(path)!r} without it.")
+    d = json.loads((path / EXITS_JSON).read_text())
+    return ExitRunner(path / d["tflite"], d["layers"], d["num_layers"], d["rule"], d["threshold"],
+                      num_threads=num_threads)
 
 
 class CascadeRunner:

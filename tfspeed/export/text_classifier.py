@@ -98,12 +98,17 @@ class TextClassifier:
 
         labels = _labels(labels)
         self.num_threads = num_threads
+        self._exits = None
         is_dir = isinstance(model, (str, Path)) and Path(model).is_dir()
         if is_dir:
             if not artifacts.is_model_dir(model):
                 raise ValueError(f"Expected a .tflite file or a tfspeed model directory (model.keras, tfspeed.json) "
                                  f"for `model`. Received: directory {str(model)!r} without them.")
             self._init_keras(model, vocab, labels)
+            from tfspeed.export.exits import EXITS_JSON, runner_of
+
+            if (Path(model) / EXITS_JSON).is_file():  # an early-exit model: its segmented file stops early
+                self._exits = runner_of(model, num_threads)
         else:
             self._init_tflite(model, vocab, labels, max_length, buckets)
         if len(self.labels) != self.num_labels:
@@ -119,12 +124,15 @@ class TextClassifier:
 
         self.keras_model, info = artifacts.load_model_dir(model_dir)
         self.interpreter = None
+        output_shape = self.keras_model.output_shape
+        if isinstance(output_shape, dict) and "final" in output_shape:  # early exits: the final classifier's classes
+            output_shape = output_shape["final"]
         self._vocab = vocab or info.vocab_path
         self.labels = tuple(labels or info.label_names)
         self.seq_length = info.seq_length
         self.dynamic = False
-        self.num_labels = int(self.keras_model.output_shape[-1] if not isinstance(self.keras_model.output_shape, dict)
-                              else next(iter(self.keras_model.output_shape.values()))[-1])
+        self.num_labels = int(output_shape[-1] if not isinstance(output_shape, dict)
+                              else next(iter(output_shape.values()))[-1])
         self.returns_probabilities = False
         self.source = str(model_dir)
         self.text_pair, self.lower_case = bool(info.text_pair), bool(info.lower_case)
@@ -229,6 +237,9 @@ class TextClassifier:
         if not texts:
             return np.zeros((0, self.num_labels), np.float32)
         feats = self.tokenizer.encode(texts, pairs)
+        if self._exits is not None:
+            return np.stack([self._exits.run({k: v[i:i + 1] for k, v in feats.items()})[0]
+                             for i in range(len(texts))]).astype(np.float32)
         if self.interpreter is None:
             from tfspeed.data import EncodedSplit
             from tfspeed.train import predict_logits

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from tfspeed.compress import exits as E
+from tfspeed.export.exits import EXITS_JSON, runner_of
 from tfspeed.stages.base import StageContext, load_source
 
 TFLITE_NAME = "exits.tflite"
-EXITS_JSON = "exits.json"
 
 
 def run(source, config: E.ExitsConfig, out: Path, ctx: StageContext, mode: str = "dynamic") -> dict:
@@ -72,14 +72,4 @@ def run(source, config: E.ExitsConfig, out: Path, ctx: StageContext, mode: str =
     return metrics
 
 
-def runner(model_dir, num_threads: int = 1):
-    """The `ExitRunner` of an exits model directory's `exits.tflite`, with its calibrated rule and threshold."""
-    from tfspeed.export.exits import ExitRunner
-
-    path = Path(model_dir)
-    if not (path / EXITS_JSON).is_file():
-        raise ValueError(f"Expected a model directory written by `tfspeed exits` (with {EXITS_JSON}) for `model`. "
-                         f"Received: {str(path)!r} without it.")
-    d = json.loads((path / EXITS_JSON).read_text())
-    return ExitRunner(path / d["tflite"], d["layers"], d["num_layers"], d["rule"], d["threshold"],
-                      num_threads=num_threads)
+runner = runner_of  # the ExitRunner of an exits model directory
