@@ -111,16 +111,17 @@ class _Segments(tf.Module):
                 return {"logits": _final_head(model, hidden)}
             return {"hidden": hidden, "logits": _exit_head(model, stop, hidden, input_mask)}
 
+        # plain Python loops only: no autograph (it also mixed up two local functions of one name)
         if first:
-            def segment(x):
+            def first_segment(x):
                 return run(_embed(model, x), x["input_mask"])
 
-            return tf.function(segment, input_signature=[ids])
+            return tf.function(first_segment, input_signature=[ids], autograph=False)
 
-        def segment(hidden, input_mask):
+        def next_segment(hidden, input_mask):
             return run(hidden, input_mask)
 
-        return tf.function(segment, input_signature=[hidden_spec, mask_spec])
+        return tf.function(next_segment, input_signature=[hidden_spec, mask_spec], autograph=False)
 
 
 def export_exits(exits, mode: str = "dynamic", seq_length=128) -> bytes:
