@@ -175,9 +175,9 @@ def add_exits(model: keras.Model, layers: Optional[Sequence[int]] = None, poolin
     config = config_of(model)
     layers = _check_layers(range(1, config.num_layers) if layers is None else layers, config.num_layers)
     pooling = ExitPooling.parse("pooling", pooling)
-    from tfspeed.artifacts import custom_objects
+    from tfspeed.registry import custom_objects
 
-    with keras.utils.custom_object_scope(custom_objects()):
+    with keras.utils.custom_object_scope(custom_objects()):  # the native BERT's layers, registered by tfspeed.models
         base = keras.models.clone_model(model)
     base.set_weights(model.get_weights())
     num_classes = int(model.output_shape[-1])
