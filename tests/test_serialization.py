@@ -57,6 +57,7 @@ SAMPLES = {
                                                                         trainable=True),
     "tfspeed>Distiller": _distiller,
     "tfspeed>PrunedModel": None,  # a Functional model class: covered by the pruned model's save / reload test
+    "tfspeed>MaskedMean": lambda _: _cls("MaskedMean")(name="exit_1_mean"),
     "tfspeed>gelu_approximate": None,  # an activation function: covered by test_keras_hub (save, reload, config_of)
 }
 
@@ -102,6 +103,7 @@ def _stage_configs():
     from tfspeed.compress.quantization.config import QATConfig
     from tfspeed.compress.structured import StructuredConfig
     from tfspeed.compress.vocab import VocabConfig
+    from tfspeed.compress.exits import ExitsConfig
     from tfspeed.data import DataConfig
     from tfspeed.export import ExportConfig
     from tfspeed.profile import ProfileConfig
@@ -111,7 +113,9 @@ def _stage_configs():
 
     return [
         FinetuneConfig(epochs=2, batch_size=8, learning_rate=1e-4, seq_length=64, hub_layer=True),
-        DataConfig(data="x.csv", text_column="review", label_names=("neg", "pos"), limit=10),
+        DataConfig(data="x.csv", text_column="review", label_names=("neg", "pos"), limit=10, train="t.csv",
+                   text_pair_column="b"),
+        ExitsConfig(layers=(1, 3), pooling="cls", target="labels", epochs=1, rule="patience", budget=0.01),
         VocabConfig(min_count=2),
         PruneConfig(m_by_n=(2, 4), schedule="constant", gradual=True, epochs=3, include_embeddings=True,
                     embedding_sparsity=0.55, distill=True, hidden_weight=0.5, layers=("layer_0_query",)),

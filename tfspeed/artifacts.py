@@ -39,6 +39,7 @@ def custom_objects() -> dict:
     """Every class a tfspeed model directory may hold (`tfspeed.registry.custom_objects`), with every compression
     package imported first so that its classes are registered: pruned, QAT, distiller and hub-layer models load."""
     import tfspeed.compress.distillation  # noqa: F401  (registers Distiller)
+    import tfspeed.compress.exits  # noqa: F401  (registers MaskedMean: early-exit models)
     import tfspeed.compress.pruning  # noqa: F401  (registers PrunableKerasLayer, PrunedModel, ...)
     import tfspeed.compress.quantization  # noqa: F401  (registers the quantizers and QuantizeConfigs)
     import tfspeed.train  # noqa: F401  (registers the learning-rate schedule)
