@@ -98,12 +98,12 @@ def _plain(value):
 
 def _stage_configs():
     from tfspeed.compress.distillation.config import DistillConfig
+    from tfspeed.compress.exits import ExitsConfig
     from tfspeed.compress.lowrank import LowRankConfig
     from tfspeed.compress.pruning.config import PruneConfig
     from tfspeed.compress.quantization.config import QATConfig
     from tfspeed.compress.structured import StructuredConfig
     from tfspeed.compress.vocab import VocabConfig
-    from tfspeed.compress.exits import ExitsConfig
     from tfspeed.data import DataConfig
     from tfspeed.export import ExportConfig
     from tfspeed.profile import ProfileConfig
