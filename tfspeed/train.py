@@ -172,6 +172,13 @@ def accuracy(model, split: EncodedSplit, batch_size: int = 128) -> float:
     return float(np.mean(np.argmax(predict_logits(model, split, batch_size), -1) == split.labels))
 
 
+def softmax(logits) -> np.ndarray:
+    """Row-wise softmax in float64, returned as float32."""
+    z = np.asarray(logits, np.float64)
+    z = np.exp(z - z.max(-1, keepdims=True))
+    return (z / z.sum(-1, keepdims=True)).astype(np.float32)
+
+
 def scores(predicted, labels, label_names: Sequence[str]) -> dict:
     """Accuracy, macro-F1 and per-class accuracy of predicted class indices against `labels`.
 

@@ -36,6 +36,7 @@ from tfspeed.compat import keras, tf
 from tfspeed.config import StageConfig, StrEnum, check_positive_int, field
 from tfspeed.models import layers as L
 from tfspeed.models.bert import _initializer, check_plain_bert, config_of
+from tfspeed.train import softmax
 
 EXIT_PREFIX = "exit_"
 FINAL = "final"
@@ -239,12 +240,6 @@ def exit_logits(exits: keras.Model, split, batch_size: int = 128) -> np.ndarray:
 def exit_probabilities(exits: keras.Model, split, batch_size: int = 128) -> np.ndarray:
     """`exit_logits` as probabilities."""
     return softmax(exit_logits(exits, split, batch_size))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, np.float64)
-    z = np.exp(z - z.max(-1, keepdims=True))
-    return (z / z.sum(-1, keepdims=True)).astype(np.float32)
 
 
 def fit_exits(exits: keras.Model, train, validation=None, config: Optional[ExitsConfig] = None, callbacks=(),

@@ -88,6 +88,14 @@ class Tokenizer(tf.Module):
                                                                      self.tokenize(second_texts)])
         return self._model_inputs(segments)
 
+    def token_counts(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> np.ndarray:
+        """WordPiece tokens per text (with `pairs`: of both texts and the [SEP] between them), before [CLS] / [SEP]
+        and before any cut: a text is cut when its count exceeds `seq_length - 2`."""
+        count = self.tokenize(tf.constant(list(texts), tf.string)).row_lengths().numpy().astype(np.int64)
+        if pairs is not None:
+            count += self.tokenize(tf.constant(list(pairs), tf.string)).row_lengths().numpy().astype(np.int64) + 1
+        return count
+
     def _model_inputs(self, segments):
         ids, types = text.combine_segments(segments, start_of_sequence_id=self.cls_id, end_of_segment_id=self.sep_id)
         ids, mask = text.pad_model_inputs(ids, max_seq_length=self.seq_length, pad_value=self.pad_id)

@@ -28,6 +28,7 @@ import numpy as np
 from tfspeed.compat import tf
 from tfspeed.compress import exits as E
 from tfspeed.models.bert import INPUT_NAMES, LOWRANK_SUFFIX, config_of
+from tfspeed.train import softmax
 
 SEGMENT = "segment_{}"
 EXITS_JSON = "exits.json"
@@ -192,12 +193,12 @@ class ExitRunner:
         out = self.runners[0](**row)
         probs = []
         for j in range(1, len(self.runners)):
-            p = E.softmax(out["logits"])[0]
+            p = softmax(out["logits"])[0]
             probs.append(p)
             if E.confident(np.asarray(probs)[None], self.rule, self.threshold, final=False)[0, -1]:
                 return p, j - 1
             out = self.runners[j](hidden=out["hidden"], input_mask=mask)
-        return E.softmax(out["logits"])[0], len(self.runners) - 1
+        return softmax(out["logits"])[0], len(self.runners) - 1
 
     def predict(self, features: dict) -> dict:
         """Every example of `features` (int32 arrays [n, seq]): `probabilities`, `exit_index`, `layers_used`."""

@@ -118,12 +118,7 @@ class _Model:
             self._row = None
         tokenizer = Tokenizer(_vocab_of(model, vocab), seq_length=self.length)
         self.features = tokenizer.encode(texts, pairs)
-        from tfspeed.compat import tf
-
-        self.token_counts = tokenizer.tokenize(tf.constant(texts, tf.string)).row_lengths().numpy()
-        if pairs is not None:  # both texts, and one more [SEP]
-            self.token_counts = self.token_counts + tokenizer.tokenize(tf.constant(pairs, tf.string)).row_lengths(
-            ).numpy() + 1
+        self.token_counts = tokenizer.token_counts(texts, pairs)
         self.truncated = int((self.token_counts > self.length - 2).sum())
         self.lengths = self.features["input_mask"].sum(1).astype(int)
 

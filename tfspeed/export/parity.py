@@ -10,7 +10,7 @@ import numpy as np
 from tfspeed.export import ops as _ops
 from tfspeed.export.calibration import fit_features
 from tfspeed.models.bert import INPUT_NAMES
-from tfspeed.train import scores
+from tfspeed.train import scores, softmax  # noqa: F401  (softmax: also read from here)
 
 REPORT_VERSION = 1
 
@@ -120,13 +120,6 @@ class TFLiteClassifier:
             self(row)
             times.append((time.perf_counter() - t) * 1e3)
         return float(np.median(times))
-
-
-def softmax(logits) -> np.ndarray:
-    """Row-wise softmax in float64, returned as float32."""
-    z = np.asarray(logits, np.float64)
-    z = np.exp(z - z.max(-1, keepdims=True))
-    return (z / z.sum(-1, keepdims=True)).astype(np.float32)
 
 
 def evaluate(tflite, split, num_threads: int = 1) -> np.ndarray:

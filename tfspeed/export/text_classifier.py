@@ -220,14 +220,8 @@ class TextClassifier:
     def token_lengths(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> np.ndarray:
         """WordPiece tokens per text (with `pairs`: of both texts plus the middle [SEP]), before [CLS]/[SEP] and
         before any cut."""
-        from tfspeed.compat import tf
-
         texts = check_texts(texts)
-        pairs = self._check_pairs(texts, pairs)
-        count = self.tokenizer.tokenize(tf.constant(texts, tf.string)).row_lengths().numpy().astype(np.int64)
-        if pairs is not None:
-            count += self.tokenizer.tokenize(tf.constant(pairs, tf.string)).row_lengths().numpy().astype(np.int64) + 1
-        return count
+        return self.tokenizer.token_counts(texts, self._check_pairs(texts, pairs))
 
     def predict_proba(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> np.ndarray:
         """Probabilities [len(texts), num_labels], in label order. `pairs`: for a sentence-pair model, the second text

@@ -227,6 +227,7 @@ class Optimizer:
         def tflite(name, make, source_dir, **extra):
             path = folder / f"{name}.tflite"
             meta = folder / f"{name}.json"
+            source_info = artifacts.load_info(source_dir)
             if not meta.is_file():
                 began = time.perf_counter()
                 made = make()
@@ -236,7 +237,6 @@ class Optimizer:
                 more.setdefault("metadata_bytes", None)
                 from tfspeed.export.metadata import metadata_refused
 
-                source_info = artifacts.load_info(source_dir)
                 if c.metadata and metadata_refused(source_info.text_pair, source_info.lower_case) is None:
                     from tfspeed.export.metadata import add_model_metadata, metadata_buffer, metadata_bytes
 
@@ -249,7 +249,6 @@ class Optimizer:
                 if acc is None:
                     from tfspeed.train import scores
 
-                    source_info = artifacts.load_info(source_dir)
                     split = ctx.encoded(source_info.vocab_path, lower_case=source_info.lower_case).test
                     logits = export.evaluate(data, split, num_threads=usable_cores())  # accuracy: every core
                     scored = scores(logits.argmax(-1), split.labels, ctx.dataset.label_names)
@@ -260,7 +259,7 @@ class Optimizer:
                 self.log(f"    {name}.tflite: accuracy {acc:.4f}, {len(data) / 1e6:.1f} MB, "
                          f"{time.perf_counter() - began:.0f} s")
             saved = json.loads(meta.read_text())
-            saved.setdefault("vocab", str(artifacts.load_info(source_dir).vocab_path))
+            saved.setdefault("vocab", str(source_info.vocab_path))
             record(name, path, saved.pop("accuracy"), "tflite", **saved)
 
         def dynamic(name, m, source_dir, stage):

@@ -44,9 +44,9 @@ def run(source, config: E.ExitsConfig, out: Path, ctx: StageContext, mode: str =
     cal = E.calibrate(val, encoded.validation.labels, layers, num_layers, config.rule, config.budget)
     sim = E.simulate(test, layers, num_layers, config.rule, cal.threshold)
     full = scores(test[:, -1].argmax(-1), encoded.test.labels, encoded.label_names)
-    metrics = {**scores(sim["predictions"], encoded.test.labels, encoded.label_names),
-               "full_accuracy": full["accuracy"], "drop_points": 100 * (full["accuracy"] - float(
-                   np.mean(sim["predictions"] == encoded.test.labels))),
+    with_exits = scores(sim["predictions"], encoded.test.labels, encoded.label_names)
+    metrics = {**with_exits, "full_accuracy": full["accuracy"],
+               "drop_points": 100 * (full["accuracy"] - with_exits["accuracy"]),
                "mean_layers": float(sim["layers_used"].mean()), "num_layers": num_layers, "layers": list(layers),
                "exit_counts": np.bincount(sim["exit_index"], minlength=len(layers) + 1).tolist(),
                "rule": cal.rule, "threshold": cal.threshold, "budget": cal.budget,
