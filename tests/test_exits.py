@@ -161,3 +161,35 @@ def test_exits_command_writes_a_model_directory_with_its_runtime(toy, vocab_file
     assert "increasing" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     with pytest.raises(ValueError, match="tfspeed exits"):
         stage.runner(source)
+
+
+def test_optimize_runs_an_early_exit_branch_and_reports_it_on_real_texts(tiny_teacher_dir, sentiment_csv, tmp_path,
+                                                                         capsys):
+    """`early-exit` in a recipe: a branch (the next stage starts from the teacher), its segmented files (fixed and
+    dynamic length) in the report with their real-text latency and mean layers, and no padded figure."""
+    from tfspeed.cli import main
+    from tfspeed.recipe import RecipeConfig
+
+    assert RecipeConfig(recipe="early-exit,distill").recipe == ("exits", "distill")
+    out = tmp_path / "run"
+    assert main(["optimize", "--model", str(tiny_teacher_dir), "--data", str(sentiment_csv), "--recipe",
+                 "early-exit,distill", "--student-layers", "1", "--distill-epochs", "1", "--seq-length", "16",
+                 "--profile-runs", "3", "--eval-limit", "40", "--no-int8-ptq", "--out", str(out)]) == 0
+    assert (out / "01-exits" / X.EXITS_JSON).is_file()
+    distilled = json.loads((out / "02-distill" / "metrics.json").read_text())
+    assert distilled["teacher"] == str(tiny_teacher_dir)  # the branch did not become the chain's source
+    report = json.loads((out / "report.json").read_text())
+    by_name = {a["name"]: a for a in report["artifacts"]}
+    exits_metrics = json.loads((out / "01-exits" / "metrics.json").read_text())
+    for name in ("01-exits-dynamic", "01-exits-dynamic-varlen"):
+        a = by_name[name]
+        assert a["stage"] == "exits" and a["latency_ms_median"] is None and a["speedup"] is None
+        assert a["real_text_ms_mean"] > 0 and 1 <= a["mean_layers"] <= 2 and a["layers"] == [1]
+    assert by_name["01-exits-dynamic"]["accuracy"] == exits_metrics["accuracy"]
+    real = {m["name"]: m for m in json.loads((out / "real_text_profile.json").read_text())["models"]}
+    every = real["teacher-dynamic-varlen"]["num_texts_run"]  # early exits run every text, though padded
+    assert real["01-exits-dynamic"]["num_texts_run"] == every and real["01-exits-dynamic-varlen"]["length"] == "dynamic"
+    assert 1 <= real["01-exits-dynamic-varlen"]["mean_layers"] <= 2
+    assert "01-exits-dynamic" not in {m["name"] for m in json.loads((out / "profile.json").read_text())["models"]}
+    md = (out / "report.md").read_text()
+    assert "Early exits" in md and "| 01-exits-dynamic | 1 |" in md

@@ -27,9 +27,11 @@ from tfspeed.compat import keras
 # (benchmarks/README.md). A stage's own steps replace this guess as soon as it has run a few.
 STEP_COST = {"finetune": 1.0, "distill": 0.45, "prune": 0.35, "lowrank": 0.4, "qat": 0.45}
 QAT_COST = 1.3  # a QAT step against a float step of the same model
+EXITS_COST = 0.4  # a step of the early exits (frozen encoder: forward only, plus the heads) against a float step
 # Work around the steps of a stage (test and validation passes, saving, the stage's own conversions), in units.
 # Calibrated on a timed `tfspeed demo` (benchmarks/README.md, the demo).
-STAGE_OVERHEAD = {"finetune": 40.0, "vocab": 120.0, "distill": 60.0, "prune": 60.0, "lowrank": 60.0, "qat": 150.0}
+STAGE_OVERHEAD = {"finetune": 40.0, "vocab": 120.0, "distill": 60.0, "prune": 60.0, "lowrank": 60.0, "qat": 150.0,
+                  "exits": 80.0}
 CONVERSION_COST = 45.0  # one .tflite conversion and its evaluation on the test split, in units
 PROFILE_COST = 0.07  # one interleaved latency run of one model, loading included, in units
 REAL_TEXT_COST = {"padded": 0.03, "dynamic": 0.004}  # one test text through one model (real-text profile), in units

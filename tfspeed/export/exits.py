@@ -166,14 +166,19 @@ class ExitRunner:
         layers: the exits' layers (1-based), in order, and `num_layers`: the encoder's depth (for `layers_used`).
         rule / threshold: the exit rule (`tfspeed.compress.exits.ExitRule`) and its threshold (`calibrate`).
         num_threads: interpreter threads. Defaults to `1`.
+        buckets: for a dynamic-length file (`export_exits(..., seq_length="dynamic")`), run each text on the
+            smallest of these lengths that holds it, one interpreter per length (as `tfspeed.export.buckets` does for
+            plain files); `None` runs each text at its exact length (the interpreter re-plans on every new length).
+            Ignored for a fixed-length file. Defaults to `None`.
     """
 
-    def __init__(self, model, layers: Sequence[int], num_layers: int, rule, threshold: float, num_threads: int = 1):
+    def __init__(self, model, layers: Sequence[int], num_layers: int, rule, threshold: float, num_threads: int = 1,
+                 buckets: Optional[Sequence[int]] = None):
         from ai_edge_litert.interpreter import Interpreter
 
         data = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
-        self.interpreter = Interpreter(model_content=data, num_threads=num_threads)
-        found = list(self.interpreter.get_signature_list())
+        interpreter = Interpreter(model_content=data, num_threads=num_threads)
+        found = list(interpreter.get_signature_list())
         names = [SEGMENT.format(j) for j in range(len(found)) if SEGMENT.format(j) in found]
         if not names or len(names) != len(found):
             raise ValueError(f"Expected an early-exit .tflite with signatures segment_0, segment_1, ... for `model` "
@@ -181,24 +186,58 @@ class ExitRunner:
         if len(names) != len(layers) + 1:
             raise ValueError(f"Expected {len(layers) + 1} segments for exits after layers {list(layers)}. Received: "
                              f"a file with {len(names)} segments.")
-        self.runners = [self.interpreter.get_signature_runner(n) for n in names]
+        first = interpreter.get_signature_runner(names[0]).get_input_details()
+        self.dynamic = any(-1 in list(d["shape_signature"]) for d in first.values())
+        self.buckets = None
+        if self.dynamic and buckets:
+            from tfspeed.export.buckets import check_buckets
+
+            self.buckets = check_buckets(buckets)
+            self._runners = {b: [it.get_signature_runner(n) for n in names]
+                             for b, it in ((b, Interpreter(model_content=data, num_threads=num_threads))
+                                           for b in self.buckets)}
+        else:
+            self._runners = {None: [interpreter.get_signature_runner(n) for n in names]}
+        self.interpreter = interpreter
         self.layers, self.num_layers = tuple(layers), int(num_layers)
         self.rule, self.threshold = E.ExitRule.parse("rule", rule), float(threshold)
         self.size_bytes = len(data)
 
+    @property
+    def runners(self) -> list:
+        """The signature runners of the segments (of the longest bucket's interpreter with buckets)."""
+        return self._runners[max(self._runners, key=lambda b: b or 0)]
+
+    def _prepare(self, row: dict) -> tuple:
+        """(row cut or padded to the length it runs at, the segment runners for that length)."""
+        if not self.dynamic:
+            return row, self._runners[None]
+        n = max(1, int(np.asarray(row["input_mask"]).sum()))
+        if self.buckets is None:
+            return {k: np.asarray(v)[:, :n] for k, v in row.items()}, self._runners[None]
+        b = next((b for b in self.buckets if n <= b), self.buckets[-1])
+        take = min(n, b)
+        padded = {}
+        for k, v in row.items():
+            value = np.zeros((1, b), np.int32)
+            value[:, :take] = np.asarray(v)[:, :take]
+            padded[k] = value
+        return padded, self._runners[b]
+
     def run(self, row: dict) -> tuple:
         """(probabilities, exit index) of one example (`row`: int32 [1, seq] arrays by input name); the final
         classifier is exit `len(layers)`."""
+        row, runners = self._prepare(row)
         mask = row["input_mask"]
-        out = self.runners[0](**row)
+        out = runners[0](**row)
         probs = []
-        for j in range(1, len(self.runners)):
+        for j in range(1, len(runners)):
             p = softmax(out["logits"])[0]
             probs.append(p)
             if E.confident(np.asarray(probs)[None], self.rule, self.threshold, final=False)[0, -1]:
                 return p, j - 1
-            out = self.runners[j](hidden=out["hidden"], input_mask=mask)
-        return softmax(out["logits"])[0], len(self.runners) - 1
+            out = runners[j](hidden=out["hidden"], input_mask=mask)
+        return softmax(out["logits"])[0], len(runners) - 1
 
     def predict(self, features: dict) -> dict:
         """Every example of `features` (int32 arrays [n, seq]): `probabilities`, `exit_index`, `layers_used`."""
@@ -213,9 +252,10 @@ class ExitRunner:
         return {"probabilities": np.asarray(probs), "exit_index": index, "layers_used": depth[index]}
 
 
-def runner_of(model_dir, num_threads: int = 1) -> ExitRunner:
-    """The `ExitRunner` of an exits model directory (`tfspeed exits`): its `exits.tflite` with the calibrated rule and
-    threshold of its `exits.json`."""
+def runner_of(model_dir, num_threads: int = 1, tflite=None, buckets=None) -> ExitRunner:
+    """The `ExitRunner` of an exits model directory (`tfspeed exits`): its `exits.tflite` (or `tflite`, another export
+    of the same exits model, e.g. a dynamic-length one) with the calibrated rule and threshold of its `exits.json`;
+    `buckets` as in `ExitRunner`."""
     import json
 
     path = Path(model_dir)
@@ -223,8 +263,13 @@ def runner_of(model_dir, num_threads: int = 1) -> ExitRunner:
         raise ValueError(f"Expected a model directory written by `tfspeed exits` (with {EXITS_JSON}) for `model`. "
                          f"Received: {str(path)!r} without it.")
     d = json.loads((path / EXITS_JSON).read_text())
-    return ExitRunner(path / d["tflite"], d["layers"], d["num_layers"], d["rule"], d["threshold"],
-                      num_threads=num_threads)
+    return ExitRunner(tflite if tflite is not None else path / d["tflite"], d["layers"], d["num_layers"], d["rule"],
+                      d["threshold"], num_threads=num_threads, buckets=buckets)
+
+
+def is_exits_dir(path) -> bool:
+    """Whether `path` is an early-exit model directory (`tfspeed exits`)."""
+    return isinstance(path, (str, Path)) and (Path(path) / EXITS_JSON).is_file()
 
 
 class CascadeRunner:

@@ -151,6 +151,56 @@ class _Model:
         return it.get_tensor(it.get_output_details()[0]["index"])[0]
 
 
+class _ExitsModel:
+    """An early-exit model (`tfspeed.export.exits.ExitRunner`, or an exits model directory): each text runs segment
+    by segment until an exit is confident, so its cost depends on the text even at a fixed length."""
+
+    def __init__(self, runner, name, vocab, max_length, texts, buckets=(), pairs=None, lower_case=True):
+        from tfspeed.data import Tokenizer
+
+        self.runner, self.format = runner, "tflite (early exits)"
+        self.dynamic = runner.dynamic
+        self.buckets = None
+        if runner.dynamic and buckets and runner.buckets is None:
+            raise ValueError(f"Expected the early-exit runner of {name} to be made with its buckets "
+                             "(`runner_of(..., buckets=...)`). Received: a runner of exact lengths.")
+        self.length = max_length if runner.dynamic else int(
+            runner.runners[0].get_input_details()["input_word_ids"]["shape"][-1])
+        tokenizer = Tokenizer(vocab, seq_length=self.length, lower_case=lower_case)
+        self.features = tokenizer.encode(texts, pairs)
+        self.token_counts = tokenizer.token_counts(texts, pairs)
+        self.truncated = int((self.token_counts > self.length - 2).sum())
+        self.lengths = self.features["input_mask"].sum(1).astype(int)
+        self.layers_used = np.zeros(len(texts))
+        depth = list(runner.layers) + [runner.num_layers]
+        self._depth = np.asarray(depth)
+
+    def run(self, i: int):
+        row = {k: v[i:i + 1] for k, v in self.features.items()}
+        start = time.perf_counter()
+        probs, index = self.runner.run(row)
+        elapsed = time.perf_counter() - start
+        self.layers_used[i] = self._depth[index]
+        return elapsed, probs
+
+
+def _load(model, name, vocab, threads, xnnpack, max_length, pad_length, texts, buckets, pairs):
+    from tfspeed.export.exits import ExitRunner, is_exits_dir, runner_of
+
+    if is_exits_dir(model) or isinstance(model, ExitRunner):
+        lower_case = True
+        if is_exits_dir(model):
+            from tfspeed import artifacts
+
+            info = artifacts.load_info(model)
+            vocab, lower_case = vocab or info.vocab_path, info.lower_case
+            model = runner_of(model, threads, buckets=buckets or None)
+        if vocab is None:
+            raise ValueError(f"Expected `vocab` for the early-exit runner {name}. Received: none.")
+        return _ExitsModel(model, name, vocab, max_length, texts, buckets, pairs, lower_case)
+    return _Model(model, name, vocab, threads, xnnpack, max_length, pad_length, texts, buckets, pairs)
+
+
 def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequence[str]] = None, vocab=None,
                   threads: int = 1, xnnpack: bool = True, max_length: int = 128, pad_length: int = 128,
                   warmup: int = 10, baseline: int = 0, log=None, samples: bool = False, buckets=(),
@@ -158,7 +208,9 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
     """Latency of each model over `texts`, each text at the length the model takes it, interleaved.
 
     Args:
-        models: .tflite paths (or bytes), SavedModel directories, .keras files or tf_keras models.
+        models: .tflite paths (or bytes), SavedModel directories, .keras files or tf_keras models; early-exit
+            model directories (`tfspeed exits`) or `ExitRunner`s run segment by segment and stop at their first
+            confident exit (their `mean_layers` is reported).
         texts: the texts (non-empty strings).
         names: display names. Defaults to the file names.
         vocab: WordPiece vocabulary for models without metadata, or a list of one per model (`None` entries: that
@@ -206,7 +258,7 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
     if len(bucket_sets) != len(models):
         raise ValueError(f"Expected one bucket list per model in `buckets` ({len(models)}). Received: "
                          f"{len(bucket_sets)}")
-    loaded = [_Model(m, n, v, threads, xnnpack, max_length, pad_length, texts, b, pairs)
+    loaded = [_load(m, n, v, threads, xnnpack, max_length, pad_length, texts, b, pairs)
               for m, n, v, b in zip(models, names, vocabs, bucket_sets)]
     n = len(texts)
     seconds = np.zeros((len(loaded), n))
@@ -215,7 +267,7 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
     if padded_sample is not None and padded_sample < n:
         every = -(-n // max(1, int(padded_sample)))
         for k, m in enumerate(loaded):
-            if not m.dynamic:
+            if not m.dynamic and not isinstance(m, _ExitsModel):  # an early exit's cost depends on the text
                 ran[k] = np.arange(n) % every == 0
     order = list(range(min(warmup, n))) + list(range(n))
     for step, i in enumerate(order):
@@ -238,13 +290,14 @@ def profile_texts(models: Sequence, texts: Sequence[str], names: Optional[Sequen
         took = seconds[k][mask]
         results.append({
             "name": names[k], "path": str(models[k]) if isinstance(models[k], (str, Path)) else None,
-            "format": m.runner.format.value if isinstance(m.runner.format, Format) else str(m.runner.format),
+            "format": _format_of(m),
             "length": "dynamic" if m.dynamic else m.length, "padded": not m.dynamic,
-            "buckets": list(m.buckets.buckets) if m.buckets is not None else None,
+            "buckets": _buckets_of(m),
             "latency_ms": summarize(took), "tokens_per_second": float(real / took.sum()),
             "texts_per_second": float(len(took) / took.sum()), "truncated": m.truncated,
             "num_texts_run": int(mask.sum()),
             "mean_length_run": float(m.lengths.mean() if m.dynamic else m.length),
+            **({"mean_layers": float(m.layers_used[mask].mean())} if isinstance(m, _ExitsModel) else {}),
             **({"samples_ms": (seconds[k] * 1e3).tolist(), "lengths": m.lengths.tolist(),
                 "predictions": predictions[k].tolist()} if samples else {}),
         })
@@ -279,3 +332,15 @@ def format_texts_report(result: dict) -> str:
                      f"{lat['p99']:.2f} | {r['tokens_per_second']:.0f} | {ratio:.3f} | "
                      f"{'-' if agree is None else f'{agree:.4f}'} | {r['truncated']} |")
     return "\n".join(lines)
+
+
+def _format_of(m) -> str:
+    if isinstance(m, _ExitsModel):
+        return m.format
+    return m.runner.format.value if isinstance(m.runner.format, Format) else str(m.runner.format)
+
+
+def _buckets_of(m) -> Optional[list]:
+    if isinstance(m, _ExitsModel):
+        return list(m.runner.buckets) if m.runner.buckets is not None else None
+    return list(m.buckets.buckets) if m.buckets is not None else None

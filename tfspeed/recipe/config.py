@@ -36,7 +36,7 @@ from tfspeed.distribute import STRATEGIES
 from tfspeed.stages.prune import PruneKind, PruneStageConfig
 from tfspeed.train import FinetuneConfig
 
-STAGES = ("vocab", "distill", "prune", "lowrank", "qat")
+STAGES = ("vocab", "distill", "prune", "lowrank", "exits", "qat")
 PRUNE_MODES = ("structured", "unstructured")
 
 
@@ -208,8 +208,11 @@ class RecipeConfig(StageConfig):
         return self.prune.kind.value
 
     def validate(self):
-        self.recipe = _stages(self.recipe) if isinstance(self.recipe, str) else tuple(self.recipe)
         from tfspeed.stages import stage_names
+        from tfspeed.stages.base import canonical_stage_name
+
+        recipe = _stages(self.recipe) if isinstance(self.recipe, str) else tuple(self.recipe)
+        self.recipe = tuple(canonical_stage_name(s) for s in recipe)
 
         known = [s for s in stage_names() if s != "finetune"]
         unknown = [s for s in self.recipe if s not in known]
@@ -241,6 +244,7 @@ class RecipeConfig(StageConfig):
                              f"Received: strategy={self.strategy!r}")
         from tfspeed.stages import get_stage
 
+        self.stages = {canonical_stage_name(k): v for k, v in self.stages.items()}
         for name, value in list(self.stages.items()):
             stage = get_stage(name)
             if not isinstance(value, stage.config):

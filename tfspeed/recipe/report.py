@@ -20,17 +20,22 @@ def build(config, records: list, profile: dict, seconds: float, step_seconds: di
     base_real = real[BASELINE]["latency_ms"]["mean"] if BASELINE in real else None
     artifacts = []
     for r in records:
-        lat = rows[r["name"]]["latency_ms"]
+        # early exits have no padded figure (their cost depends on the text): the real-text columns only
+        padded = rows.get(r["name"])
+        lat = padded["latency_ms"] if padded else {"median": None}
         artifacts.append({
             **{k: r[k] for k in ("name", "path", "accuracy", "size_bytes", "gzip_bytes")},
             "macro_f1": r.get("macro_f1"), "per_class_accuracy": r.get("per_class_accuracy"),
-            "latency_ms_median": lat["median"], "latency_ms_p90": lat.get("p90"), "format": rows[r["name"]]["format"],
+            "latency_ms_median": lat["median"], "latency_ms_p90": lat.get("p90"),
+            "format": padded["format"] if padded else real.get(r["name"], {}).get("format"),
             "stage": r.get("stage"), "mode": r.get("mode"), "combined": False,
-            "speedup": base_latency / lat["median"], "size_ratio": base["size_bytes"] / r["size_bytes"],
+            "speedup": base_latency / lat["median"] if lat["median"] else None,
+            "size_ratio": base["size_bytes"] / r["size_bytes"],
             "gzip_ratio": base["gzip_bytes"] / r["gzip_bytes"],
             "accuracy_drop_points": 100.0 * (base["accuracy"] - r["accuracy"]),
             **({"budget": r["budget"]} if "budget" in r else {}),
-            **{k: r[k] for k in ("metadata_bytes", "float_ops") if k in r},
+            **{k: r[k] for k in ("metadata_bytes", "float_ops", "mean_layers", "layers", "rule", "threshold")
+               if k in r},
         })
         if r["name"] in real and base_real:  # the same model on the real test texts, each at the length it takes
             row = real[r["name"]]
@@ -61,15 +66,17 @@ def _data_name(data) -> str:
     return (", ".join(files) if files else str(data.get("data"))) + pair
 
 
-def _meets(speedup: float, artifact: dict) -> bool:
-    return bool(speedup >= TARGETS["speedup"] and artifact["gzip_ratio"] >= TARGETS["gzip_ratio"]
+def _meets(speedup, artifact: dict) -> bool:
+    return bool(speedup is not None and speedup >= TARGETS["speedup"]
+                and artifact["gzip_ratio"] >= TARGETS["gzip_ratio"]
                 and artifact["accuracy_drop_points"] <= TARGETS["max_accuracy_drop_points"])
 
 
 def pick_combined(artifacts: list):
     """The best model of the compression chain: the fastest within the accuracy target (on the real texts when they
     were timed, else on padded inputs), else the most accurate."""
-    chain = [a for a in artifacts if a["stage"] not in (None, "teacher")]
+    chain = [a for a in artifacts if a["stage"] not in (None, "teacher")
+             and (a.get("real_text_ms_mean") or a["latency_ms_median"]) is not None]
     if not chain:
         return None
     within = [a for a in chain if a["accuracy_drop_points"] <= TARGETS["max_accuracy_drop_points"]]
@@ -103,14 +110,26 @@ def markdown(report: dict) -> str:
         f1 = f"{a['macro_f1']:.4f}" if a.get("macro_f1") is not None else "-"
         per_class = ", ".join(f"{k} {v:.3f}" for k, v in (a.get("per_class_accuracy") or {}).items()
                               if v is not None) or "-"
+        padded = (f"{a['latency_ms_median']:.2f} | {a['speedup']:.1f}x" if a["latency_ms_median"] is not None
+                  else "- | -")
         lines.append(f"| {a['name']}{star} | {a['accuracy']:.4f} | {f1} | {per_class} | "
                      f"{-a['accuracy_drop_points']:+.2f} | "
-                     f"{a['latency_ms_median']:.2f} | {a['speedup']:.1f}x | {a['size_bytes'] / 1e6:.1f} | "
+                     f"{padded} | {a['size_bytes'] / 1e6:.1f} | "
                      f"{a['gzip_bytes'] / 1e6:.1f} | {a['gzip_ratio']:.1f}x |{extra}")
+    exits = [a for a in report["artifacts"] if a.get("mean_layers") is not None]
+    if exits:
+        lines += ["", "Early exits (`-exits` files, one signature per segment, run by `ExitRunner`): each text stops "
+                      "at the first exit whose rule is met, so their cost depends on the text; they are timed on the "
+                      "real test texts only.", "",
+                  "| file | exits after layers | rule | threshold | mean layers used |", "|---|---|---|---|---|"]
+        lines += [f"| {a['name']} | {', '.join(map(str, a.get('layers') or []))} | {a.get('rule')} | "
+                  f"{a.get('threshold', float('nan')):.4g} | {a['mean_layers']:.2f} |" for a in exits]
     c = report.get("combined")
     if c:
         ok = "meets" if c["meets_targets"] else "does NOT meet"
-        lines += ["", f"Best combined model `{c['artifact']}`: {c['speedup']:.1f}x faster, {c['gzip_ratio']:.1f}x "
+        speed = (f"{c['speedup']:.1f}x faster" if c["speedup"] is not None
+                 else "no padded-length figure (early exits)")
+        lines += ["", f"Best combined model `{c['artifact']}`: {speed}, {c['gzip_ratio']:.1f}x "
                       f"smaller (gzip), {c['accuracy_drop_points']:.2f} points less accurate: it {ok} the targets "
                       f"(>= {TARGETS['speedup']:.0f}x, >= {TARGETS['gzip_ratio']:.0f}x, <= "
                       f"{TARGETS['max_accuracy_drop_points']:.0f} points) at {report['config']['seq_length']} "
@@ -142,6 +161,8 @@ def pareto_png(report: dict, path: Path):
     arts = report["artifacts"]
     biggest = max(a["size_bytes"] for a in arts)
     for a in arts:
+        if a["latency_ms_median"] is None:  # early exits: no padded figure
+            continue
         color = "tab:red" if a["combined"] else "tab:gray" if a["name"] == report["baseline"] else "tab:blue"
         ax.scatter(a["latency_ms_median"], 100 * a["accuracy"], s=30 + 900 * a["size_bytes"] / biggest, color=color,
                    alpha=0.6, edgecolors="black")

@@ -91,7 +91,8 @@ class Optimizer:
             if name == "vocab":
                 ctx.teacher_dir = target  # later stages distil from the teacher with the same vocabulary
             chain.append((name, target))
-            source = target
+            if not stage.branch:  # a branch (early exits) is a side product: the chain goes on from its source
+                source = target
         exports = self._timed("export", lambda: self._exports(ctx, teacher_dir, chain, steps - 2, steps))
         profile = self._timed("profile", lambda: self._profile(exports, steps - 1, steps))
         if c.real_text:
@@ -109,7 +110,15 @@ class Optimizer:
         left. A stage's cost per step follows the size of the model it trains: a student of k of the teacher's
         layers costs about k / L, structured pruning removes a third of a layer's work per head fraction and two
         thirds per FFN fraction, QAT costs 1.3x its model."""
-        from tfspeed.clock import CONVERSION_COST, PROFILE_COST, QAT_COST, REAL_TEXT_COST, STAGE_OVERHEAD, RunClock
+        from tfspeed.clock import (
+            CONVERSION_COST,
+            EXITS_COST,
+            PROFILE_COST,
+            QAT_COST,
+            REAL_TEXT_COST,
+            STAGE_OVERHEAD,
+            RunClock,
+        )
         from tfspeed.profile.env import cpu_id, cpu_model, usable_cores
 
         c = self.config
@@ -141,22 +150,25 @@ class Optimizer:
                 size *= max(0.1, 1 - config.structured.heads / 3 - 2 * config.structured.ffn / 3)
             elif name == "lowrank":
                 size *= 0.85
-            cost = size * (QAT_COST if name == "qat" else 1.0)
+            cost = size * (QAT_COST if name == "qat" else EXITS_COST if name == "exits" else 1.0)
             if name == "prune" and config.unstructured:
                 cost *= 2.0  # TFMOT's wrappers (benchmarks/README.md, training throughput)
             training(name, config, cost if name != "vocab" else 0.0)
         # teacher float32, float16, dynamic (+ varlen), the int8 budget search (about 3), one per stage (+ varlen)
-        extra = len(c.extra_modes) * (1 + len(c.recipe) - ("qat" in c.recipe))  # asked-for modes, float models
-        conversions = 3 + 3 * c.int8_ptq + c.real_text + extra + sum(1 + c.real_text if name != "qat" else 0.1
-                                                                     for name in c.recipe)
-        varlen = c.real_text * (1 + len(c.recipe) - ("qat" in c.recipe))  # -varlen twins: teacher, float stages
-        models = 4 + c.int8_ptq + len(c.recipe) + varlen + extra
+        floats = sum(name not in ("qat", "exits") for name in c.recipe)  # stages whose model exports as usual
+        has_exits = "exits" in c.recipe  # its file is copied; its -varlen twin converted and evaluated
+        extra = len(c.extra_modes) * (1 + floats)  # asked-for modes, float models
+        conversions = (3 + 3 * c.int8_ptq + c.real_text + extra + floats * (1 + c.real_text)
+                       + 0.1 * ("qat" in c.recipe) + has_exits * (0.1 + c.real_text))
+        varlen = c.real_text * (1 + floats)  # -varlen twins: teacher, float stages
+        models = 4 + c.int8_ptq + floats + ("qat" in c.recipe) + varlen + extra
         plan.append(("export", conversions * CONVERSION_COST * eval_scale))
         plan.append(("profile", PROFILE_COST * c.profile_runs * models))
         if c.real_text:
-            dynamic = varlen  # the -varlen twins run every text, the rest a sample
-            plan.append(("real-text profile", REAL_TEXT_COST["dynamic"] * n_eval * dynamic
-                         + REAL_TEXT_COST["padded"] * min(n_eval, PADDED_SAMPLE) * (models - dynamic)))
+            dynamic = varlen  # the -varlen twins run every text, the rest a sample; early exits every text
+            plan.append(("real-text profile", REAL_TEXT_COST["dynamic"] * n_eval * (dynamic + has_exits)
+                         + REAL_TEXT_COST["padded"] * min(n_eval, PADDED_SAMPLE) * (models - dynamic)
+                         + REAL_TEXT_COST["padded"] * 0.5 * n_eval * has_exits))
         plan.append(("report", 2.0))
         machine = ", ".join(filter(None, [cpu_model(), cpu_id(), f"{usable_cores()} cores"]))
         clock = RunClock(plan, log=self.log, machine=machine)
@@ -224,7 +236,7 @@ class Optimizer:
                stage="teacher", vocab=str(info.vocab_path), macro_f1=teacher_metrics.get("macro_f1"),
                per_class_accuracy=teacher_metrics.get("per_class_accuracy"))
 
-        def tflite(name, make, source_dir, **extra):
+        def tflite(name, make, source_dir, metadata=True, **extra):
             path = folder / f"{name}.tflite"
             meta = folder / f"{name}.json"
             source_info = artifacts.load_info(source_dir)
@@ -237,7 +249,8 @@ class Optimizer:
                 more.setdefault("metadata_bytes", None)
                 from tfspeed.export.metadata import metadata_refused
 
-                if c.metadata and metadata_refused(source_info.text_pair, source_info.lower_case) is None:
+                if (metadata and c.metadata
+                        and metadata_refused(source_info.text_pair, source_info.lower_case) is None):
                     from tfspeed.export.metadata import add_model_metadata, metadata_buffer, metadata_bytes
 
                     if metadata_buffer(data) is None:
@@ -303,8 +316,40 @@ class Optimizer:
 
         if c.int8_ptq:
             tflite("teacher-int8-ptq", budget, teacher_dir, stage="teacher", mode="int8 within budget")
+        def exits(folder_):
+            """The exits stage's segmented file (fixed length) and, with the real-text profile, its dynamic-length
+            twin: timed text by text with `ExitRunner` (no metadata: an app runs the segments itself)."""
+            from tfspeed.export.exits import EXITS_JSON, export_exits, runner_of
+
+            described = json.loads((folder_ / EXITS_JSON).read_text())
+            stage_metrics = artifacts.read_metrics(folder_)
+            more = {k: stage_metrics.get(k) for k in ("accuracy", "macro_f1", "per_class_accuracy", "mean_layers")}
+            common = dict(stage="exits", exits=str(folder_), layers=described["layers"], rule=described["rule"],
+                          threshold=described["threshold"], metadata=False)
+            tflite(f"{folder_.name}-dynamic", lambda: ((folder_ / described["tflite"]).read_bytes(), dict(more)),
+                   folder_, mode="dynamic, early exits", **common)
+            if not c.real_text:
+                return
+
+            def varlen():
+                from tfspeed.export.buckets import DEFAULT_BUCKETS
+                from tfspeed.train import scores
+
+                exits_model, exits_info = artifacts.load_model_dir(folder_)
+                data = export_exits(exits_model, mode=described["mode"], seq_length="dynamic")
+                buckets = tuple(b for b in DEFAULT_BUCKETS if b < c.seq_length) + (c.seq_length,)
+                split = ctx.encoded(exits_info.vocab_path, lower_case=exits_info.lower_case).test
+                found = runner_of(folder_, tflite=data, buckets=buckets).predict(split.features)
+                scored = scores(found["probabilities"].argmax(-1), split.labels, ctx.dataset.label_names)
+                return data, {**scored, "mean_layers": float(found["layers_used"].mean())}
+
+            tflite(f"{folder_.name}-dynamic-varlen", varlen, folder_, mode="dynamic, dynamic length, early exits",
+                   **common)
+
         for name, folder_ in chain:
-            if name == "qat":
+            if name == "exits":
+                exits(folder_)
+            elif name == "qat":
                 path = folder_ / QAT_TFLITE
                 stage_metrics = artifacts.read_metrics(folder_)
                 # the stage evaluated this file on the same test split (its metadata adds a softmax: same argmax)
@@ -322,6 +367,7 @@ class Optimizer:
     def _profile(self, records: list, i, n) -> dict:
         from tfspeed.profile import profile_models
 
+        records = [r for r in records if not r.get("exits")]  # an early exit's cost depends on the text: real ones
         path = self.out / "profile.json"
         if path.is_file():
             self.log(f"[{i}/{n}] profile: done before, kept ({path})")
@@ -355,7 +401,12 @@ class Optimizer:
                  f"files on length buckets {'/'.join(map(str, buckets))}, the others padded to {length} (on "
                  f"{min(PADDED_SAMPLE, len(texts))} of the texts: their cost does not depend on the text), "
                  "interleaved ...")
-        result = profile_texts([r["path"] for r in records], texts, names=[r["name"] for r in records],
+        from tfspeed.export.exits import runner_of
+
+        models = [runner_of(r["exits"], self.config.threads, tflite=r["path"],
+                            buckets=buckets if "dynamic length" in r.get("mode", "") else None)
+                  if r.get("exits") else r["path"] for r in records]
+        result = profile_texts(models, texts, names=[r["name"] for r in records],
                                vocab=[r.get("vocab") for r in records], threads=self.config.threads,
                                max_length=self.config.seq_length, pad_length=self.config.seq_length, baseline=0,
                                warmup=min(10, len(texts)), buckets=buckets, padded_sample=PADDED_SAMPLE,

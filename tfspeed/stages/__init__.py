@@ -8,6 +8,7 @@ command and `tfspeed optimize`.
 | `distill` | `tfspeed.stages.distill` | `DistillConfig` |
 | `prune` | `tfspeed.stages.prune` | `PruneStageConfig` (`PruneConfig`, `StructuredConfig`) |
 | `lowrank` | `tfspeed.stages.lowrank` | `LowRankConfig` |
+| `exits` (`early-exit`) | `tfspeed.stages.exits` | `ExitsConfig` |
 | `qat` | `tfspeed.stages.qat` | `QATConfig` |
 | (export) | `tfspeed.stages.export` | `ExportConfig` |
 

@@ -143,19 +143,25 @@ class Stage:
     run: Callable
     help: str = ""
     source: str = "model"  # "model": a model directory; "handle": a preset / TF-Hub handle (fine-tuning)
+    branch: bool = False  # in a recipe, the next stage starts from this stage's source, not from its output
 
 
 _REGISTRY: dict = {}
+_ALIASES: dict = {}
 
 
-def register_stage(name: str, config: type, help: str = "", source: str = "model"):
-    """Registers the decorated runner `run(source, config, out, ctx) -> metrics` as stage `name`."""
+def register_stage(name: str, config: type, help: str = "", source: str = "model", branch: bool = False,
+                   aliases: tuple = ()):
+    """Registers the decorated runner `run(source, config, out, ctx) -> metrics` as stage `name` (also known by
+    `aliases`). A `branch` stage's output is a side product of the chain (e.g. an early-exit model): in a recipe, the
+    stage after it starts from the model it started from."""
     if not (isinstance(config, type) and issubclass(config, StageConfig)):
         raise ValueError(f"Received an invalid value for `config`, expected a StageConfig subclass. "
                          f"Received: config={config!r}")
 
     def decorator(run):
-        _REGISTRY[name] = Stage(name, config, run, help, source)
+        _REGISTRY[name] = Stage(name, config, run, help, source, branch)
+        _ALIASES.update({alias: name for alias in aliases})
         return run
 
     return decorator
@@ -164,6 +170,7 @@ def register_stage(name: str, config: type, help: str = "", source: str = "model
 def get_stage(name: str) -> Stage:
     """The stage registered as `name` (the built-in stages are registered on first use)."""
     _load_builtin()
+    name = _ALIASES.get(name, name)
     if name not in _REGISTRY:
         raise ValueError(f"Received an invalid value for `stage`, expected one of {stage_names()}. "
                          f"Received: stage={name!r}")
@@ -175,7 +182,13 @@ def stage_names() -> list:
     return list(_REGISTRY)
 
 
-_BUILTIN = ("finetune", "vocab", "distill", "prune", "lowrank", "qat")
+def canonical_stage_name(name: str) -> str:
+    """The registered name of stage `name` (its alias resolved), or `name` unchanged when unknown."""
+    _load_builtin()
+    return _ALIASES.get(name, name)
+
+
+_BUILTIN = ("finetune", "vocab", "distill", "prune", "lowrank", "exits", "qat")
 
 
 def _load_builtin():

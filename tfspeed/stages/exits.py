@@ -15,15 +15,20 @@ import numpy as np
 
 from tfspeed.compress import exits as E
 from tfspeed.export.exits import EXITS_JSON, runner_of
-from tfspeed.stages.base import StageContext, load_source
+from tfspeed.stages.base import StageContext, load_source, register_stage
 
 TFLITE_NAME = "exits.tflite"
 
 
+@register_stage("exits", E.ExitsConfig, help="early exits: a classifier after chosen layers, stop at the first "
+                                               "confident one (a segmented .tflite)", branch=True,
+                aliases=("early-exit",))
 def run(source, config: E.ExitsConfig, out: Path, ctx: StageContext, mode: str = "dynamic") -> dict:
-    """Adds exits to the classifier of the model directory `source`, trains them (`config`), calibrates the
-    threshold of `config.rule` on the validation split for `config.budget`, evaluates it on the test split and writes
-    the model directory `out` with the segmented `exits.tflite` (`mode`: `"dynamic"`, `"float16"` or
+    """The `exits` stage (alias `early-exit`; in a recipe a branch: the next stage starts from `source`).
+
+    Adds exits to the classifier of the model directory `source`, trains them (`config`), calibrates the threshold of
+    `config.rule` on the validation split for `config.budget`, evaluates it on the test split and writes the model
+    directory `out` with the segmented `exits.tflite` (`mode`: `"dynamic"`, `"float16"` or
     `"float32"`, at the source's sequence length). Returns the metrics."""
     from tfspeed import _io, artifacts
     from tfspeed.export.exits import export_exits
