@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-from tfspeed.compress.distillation import DistillConfig, num_layers_of, select_layers
+from tfspeed.compress.distillation import DistillConfig, DistillMode, num_layers_of, select_layers
 from tfspeed.compress.distillation import distill as distill_in_memory
 from tfspeed.stages.base import StageContext, check_inputs, register_stage
 
@@ -55,20 +55,45 @@ def run(source, config: DistillConfig, out: Optional[Path], ctx: StageContext, s
     if info is not None and list(info.label_names) != list(dataset.label_names):
         raise ValueError(f"The teacher was trained on labels {list(info.label_names)}, the data has "
                          f"{list(dataset.label_names)}. Pass label names in the teacher's order (--label-names).")
-    encoded = ctx.encoded(vocab_path, seq_length, info.lower_case if info else True)
+    lower_case = info.lower_case if info else True
+    encoded = ctx.encoded(vocab_path, seq_length, lower_case)
+    train, extra_texts = training_split(encoded.train, dataset, config, vocab_path, seq_length, lower_case)
+    teacher_before = ctx.known_accuracy(source, teacher, encoded.test)  # before a two-way fit changes the teacher
 
-    chosen = []
-    if student is None and config.hidden_size is None:
-        chosen = select_layers(num_layers_of(teacher), config.layers, config.layer_strategy)
-    with ctx.strategy.scope():
-        student, history = distill_in_memory(teacher, encoded.train, encoded.validation, student=student,
-                                             config=config, verbose=ctx.verbose,
-                                             callbacks=[*ctx.fit_callbacks("distill"), *callbacks],
-                                             logits_cache=ctx.logits_cache(source))
+    chosen, assistants, mutual_teacher = [], [], None
+    fit_callbacks = [*ctx.fit_callbacks("distill"), *callbacks]
+    if config.stages:
+        if student is not None or config.mode == DistillMode.TWO_WAY or config.hidden_size is not None:
+            other = ("a ready student" if student is not None
+                     else "mode='two-way'" if config.mode == DistillMode.TWO_WAY else "hidden_size")
+            raise ValueError("Multi-stage distillation builds each student from the model before it, one way. "
+                             f"Received: stages={list(config.stages)} with {other}; use one or the other.")
+        student, history, assistants = _chain(teacher, train, encoded, config, ctx, out, fit_callbacks, source,
+                                              info, dataset, vocab_path, seq_length, teacher_path)
+    elif config.mode == DistillMode.TWO_WAY:
+        from tfspeed.compress.distillation import fit_mutual, student_from_teacher
+
+        with ctx.strategy.scope():
+            if student is None:
+                chosen = select_layers(num_layers_of(teacher), config.layers, config.layer_strategy)
+                student = student_from_teacher(teacher, config.layers, config.layer_strategy,
+                                               hidden_size=config.hidden_size, num_heads=config.num_heads,
+                                               intermediate_size=config.intermediate_size, seed=config.seed)
+            history = fit_mutual(student, teacher, train, encoded.validation, config, verbose=ctx.verbose,
+                                 callbacks=fit_callbacks, logits_cache=ctx.logits_cache(source))
+        mutual_teacher = teacher
+    else:
+        if student is None and config.hidden_size is None:
+            chosen = select_layers(num_layers_of(teacher), config.layers, config.layer_strategy)
+        with ctx.strategy.scope():
+            student, history = distill_in_memory(teacher, train, encoded.validation, student=student,
+                                                 config=config, verbose=ctx.verbose, callbacks=fit_callbacks,
+                                                 logits_cache=ctx.logits_cache(source))
     distiller = history.model
     student_scores = evaluate(student, encoded.test, encoded.label_names)
-    student_acc, teacher_acc = student_scores["accuracy"], ctx.known_accuracy(source, teacher, encoded.test)
+    student_acc, teacher_acc = student_scores["accuracy"], teacher_before
     c = config
+    layer_map = getattr(distiller, "layer_map", None)
     metrics = {**student_scores, "teacher_accuracy": teacher_acc,
                "accuracy_ratio": student_acc / teacher_acc if teacher_acc else None,
                "validation_accuracy": accuracy(student, encoded.validation), "split": "test",
@@ -78,11 +103,15 @@ def run(source, config: DistillConfig, out: Optional[Path], ctx: StageContext, s
                "student_params": int(student.count_params()), "teacher_params": int(teacher.count_params()),
                "alpha": c.alpha, "temperature": c.temperature, "hidden_weight": c.hidden_weight,
                "attention_weight": c.attention_weight, "hidden_size": c.hidden_size,
-               "layer_map": None if distiller.layer_map is None else [int(i) for i in distiller.layer_map],
+               "layer_map": None if layer_map is None else [int(i) for i in layer_map],
+               "mode": str(c.mode), "stages": None if c.stages is None else list(c.stages), "assistants": assistants,
+               "extra_texts": extra_texts, "train_seconds": float(sum(history.history["seconds_per_epoch"]))
+               + sum(a.get("train_seconds", 0.0) for a in assistants),
                "seq_length": seq_length, "epochs": c.epochs, "batch_size": c.batch_size,
                "learning_rate": c.learning_rate, "train_examples": len(encoded.train),
+               "distill_examples": len(train),
                "cached_teacher_logits": c.cache_teacher_logits,
-               "teacher_logits_seconds": history.teacher_logits_seconds,
+               "teacher_logits_seconds": getattr(history, "teacher_logits_seconds", None),
                "seconds_per_epoch": history.history["seconds_per_epoch"],
                "history": {k: [float(v) for v in vs] for k, vs in history.history.items()
                            if k != "seconds_per_epoch"}}
@@ -93,8 +122,122 @@ def run(source, config: DistillConfig, out: Optional[Path], ctx: StageContext, s
             extra={"teacher": teacher_path, "teacher_layers": metrics["teacher_layers"], "alpha": c.alpha,
                    "temperature": c.temperature},
             lower_case=info.lower_case if info else True, text_pair=dataset.is_pairs)
-        artifacts.save_model_dir(student, out, new_info, metrics, overwrite=ctx.overwrite)
+        extra = None
+        if mutual_teacher is not None:  # two-way: the teacher learned too; it is kept beside the student
+            teacher_scores = evaluate(mutual_teacher, encoded.test, encoded.label_names)
+            metrics["mutual_teacher"] = {"accuracy": teacher_scores["accuracy"], "accuracy_before": teacher_before,
+                                         "macro_f1": teacher_scores["macro_f1"], "dir": MUTUAL_TEACHER}
+            teacher_info = artifacts.ModelInfo(
+                seq_length=seq_length, label_names=encoded.label_names, base=(info.base if info else teacher_path),
+                stage="distill-two-way-teacher", vocab_path=str(vocab_path),
+                extra={"student": str(out), "teacher": teacher_path}, lower_case=lower_case,
+                text_pair=dataset.is_pairs)
+            teacher_metrics = {**teacher_scores, "split": "test", "num_examples": len(encoded.test),
+                               "dataset": dataset.name, "seq_length": seq_length, "accuracy_before": teacher_before}
+
+            def extra(tmp):
+                artifacts.save_model_dir(mutual_teacher, Path(tmp) / MUTUAL_TEACHER, teacher_info, teacher_metrics)
+        artifacts.save_model_dir(student, out, new_info, metrics, overwrite=ctx.overwrite, extra_files=extra)
     return (student, metrics) if return_model else metrics
+
+
+MUTUAL_TEACHER = "teacher"
+"""Where a two-way run keeps its trained teacher: a model directory inside the student's."""
+
+
+def training_split(train, dataset, config: DistillConfig, vocab_path, seq_length: int, lower_case: bool):
+    """The training split, with the texts the teacher labels appended (label -1): the file `config.unlabelled` and
+    `config.augment` changed copies of each training text. Returns `(split, counts)`."""
+    import numpy as np
+
+    from tfspeed.compress.distillation.augment import UNLABELLED, augment_texts, read_unlabelled
+    from tfspeed.data import EncodedSplit, Tokenizer
+
+    counts = {"unlabelled": 0, "augmented": 0}
+    if not config.unlabelled and not config.augment:
+        return train, counts
+    texts, pairs = [], []
+    source = dataset.train
+    limit = len(train)  # the training examples used (a `limit` keeps the first N)
+    if config.unlabelled:
+        if dataset.is_pairs:
+            raise ValueError("`unlabelled` texts are single texts; the data is sentence pairs. Received: "
+                             f"unlabelled={config.unlabelled!r} with a sentence-pair dataset.")
+        extra = read_unlabelled(config.unlabelled)
+        texts += extra
+        pairs += [None] * len(extra)
+        counts["unlabelled"] = len(extra)
+    if config.augment:
+        base = list(source.texts)[:limit]
+        changed = augment_texts(base, config.augment, config.augment_rate, seed=config.seed or 0)
+        texts += changed
+        if dataset.is_pairs:
+            pairs += augment_texts(list(source.pairs)[:limit], config.augment, config.augment_rate,
+                                   seed=(config.seed or 0) + 1)
+        else:
+            pairs += [None] * len(changed)
+        counts["augmented"] = len(changed)
+    tokenizer = Tokenizer(vocab_path, seq_length=seq_length, lower_case=lower_case)
+    features = tokenizer.encode(texts, pairs if dataset.is_pairs else None)
+    merged = {k: np.concatenate([train.features[k], features[k]]) for k in train.features}
+    labels = np.concatenate([train.labels, np.full(len(texts), UNLABELLED, np.int32)])
+    return EncodedSplit(merged, labels), counts
+
+
+def _chain(teacher, train, encoded, config, ctx, out, callbacks, source, info, dataset, vocab_path, seq_length,
+           teacher_path):
+    """Multi-stage distillation: each assistant saved as a model directory beside `out`
+    (`OUT-assistant1-4layers`), a rerun resuming after the last one saved. Returns `(student, history, records)`."""
+    from tfspeed import artifacts
+    from tfspeed.compress.distillation import distill_chain
+    from tfspeed.compress.distillation.config import check_stages
+    from tfspeed.train import evaluate
+
+    stages = check_stages(config.stages, num_layers_of(teacher))
+    dirs = [None if out is None else Path(out).with_name(f"{Path(out).name}-assistant{i + 1}-{k}layers")
+            for i, k in enumerate(stages[:-1])]
+    records, start = [], None
+    for i, d in enumerate(dirs):
+        if d is None or not (d / "metrics.json").is_file():
+            break
+        m = artifacts.read_metrics(d)
+        if m.get("chain_teacher") != teacher_path or m.get("layers") != stages[i]:
+            raise ValueError(f"{d} holds another distillation (teacher {m.get('chain_teacher')!r}, "
+                             f"{m.get('layers')} layers). Remove it or choose another --out.")
+        with ctx.strategy.scope():
+            model, _ = artifacts.load_model_dir(d)
+        start = (i, model)
+        records.append({k: m.get(k) for k in ("layers", "accuracy", "train_seconds")} | {"dir": str(d),
+                                                                                          "resumed": True})
+        ctx.log(f"  stage {i + 1}/{len(stages)}: {stages[i]} layers, done before, kept ({d})")
+
+    def on_stage(i, model, history):
+        seconds = float(sum(history.history["seconds_per_epoch"]))
+        scores = evaluate(model, encoded.test, encoded.label_names)
+        ctx.log(f"  stage {i + 1}/{len(stages)}: {stages[i]} layers, accuracy {scores['accuracy']:.4f} in "
+                f"{seconds:.0f} s")
+        if i == len(stages) - 1:
+            return
+        record = {"layers": stages[i], "accuracy": scores["accuracy"], "train_seconds": seconds,
+                  "dir": None if dirs[i] is None else str(dirs[i])}
+        records.append(record)
+        if dirs[i] is not None:
+            assistant_info = artifacts.ModelInfo(
+                seq_length=seq_length, label_names=encoded.label_names, base=(info.base if info else teacher_path),
+                stage="distill-assistant", vocab_path=str(vocab_path), extra={"teacher": teacher_path},
+                lower_case=info.lower_case if info else True, text_pair=dataset.is_pairs)
+            artifacts.save_model_dir(model, dirs[i], assistant_info,
+                                     {**scores, "split": "test", "num_examples": len(encoded.test),
+                                      "dataset": dataset.name, "seq_length": seq_length, "layers": stages[i],
+                                      "chain_teacher": teacher_path, "train_seconds": seconds},
+                                     overwrite=True)
+
+    with ctx.strategy.scope():
+        results = distill_chain(teacher, train, encoded.validation, stages, config, callbacks=callbacks,
+                                verbose=ctx.verbose, logits_cache=ctx.logits_cache(source), on_stage=on_stage,
+                                start=start)
+    student, history = results[-1]
+    return student, history, records
 
 
 def distill_to_dir(teacher, data="rotten_tomatoes", student=None, layers=None, layer_strategy=None, hidden_size=None,

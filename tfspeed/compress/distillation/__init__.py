@@ -8,7 +8,9 @@
 | `distiller` | `Distiller`, the Keras `Model` you `compile` and `fit` |
 | `students` | `select_layers`, `student_from_teacher`, `native_teacher` |
 | `teacher` | `teacher_logits`, computed once and optionally cached on disk |
-| `training` | the verbs: `distill` (build a student, fit it) and `fit_student` (fit a given one) |
+| `mutual` | `MutualDistiller` and `fit_mutual`: two-way distillation (teacher and student learn from each other) |
+| `augment` | more text than the labelled set: `augment_texts` (word replacement, deletion, swaps), `read_unlabelled` |
+| `training` | the verbs: `distill` (build a student, fit it), `fit_student` (fit a given one), `distill_chain` (TAKD) |
 
 The whole stage, from a teacher model directory to a student model directory, is `tfspeed.stages.distill.run`
 (`tfspeed distill`).
@@ -28,14 +30,17 @@ Example:
 2
 """
 
-from tfspeed.compress.distillation.config import DistillConfig, LayerStrategy
+from tfspeed.compress.distillation.augment import augment_texts, read_unlabelled
+from tfspeed.compress.distillation.config import DistillConfig, DistillMode, LayerStrategy
 from tfspeed.compress.distillation.distiller import Distiller
 from tfspeed.compress.distillation.internals import num_layers_of, uniform_layer_map
 from tfspeed.compress.distillation.losses import distillation_loss, soft_cross_entropy_kl
+from tfspeed.compress.distillation.mutual import MutualDistiller, fit_mutual
 from tfspeed.compress.distillation.students import LAYER_STRATEGIES, native_teacher, select_layers, student_from_teacher
 from tfspeed.compress.distillation.teacher import teacher_logits
-from tfspeed.compress.distillation.training import distill, fit_student
+from tfspeed.compress.distillation.training import distill, distill_chain, fit_student
 
-__all__ = ["DistillConfig", "LayerStrategy", "LAYER_STRATEGIES", "Distiller", "distill", "distillation_loss",
-           "fit_student", "native_teacher", "num_layers_of", "select_layers", "soft_cross_entropy_kl",
+__all__ = ["DistillConfig", "DistillMode", "LayerStrategy", "LAYER_STRATEGIES", "Distiller", "MutualDistiller",
+           "augment_texts", "distill", "distill_chain", "distillation_loss", "fit_mutual", "fit_student",
+           "read_unlabelled", "native_teacher", "num_layers_of", "select_layers", "soft_cross_entropy_kl",
            "student_from_teacher", "teacher_logits", "uniform_layer_map"]

@@ -26,8 +26,8 @@ from typing import Optional, Tuple, Union
 
 from tfspeed.config import StageConfig, StrEnum, check_positive_int, field
 
-__all__ = ["DistillConfig", "LayerStrategy", "check_float", "check_loss_settings", "check_optional_positive_int",
-           "parse_layers", "parse_indices"]
+__all__ = ["DistillConfig", "DistillMode", "LayerStrategy", "check_float", "check_loss_settings",
+           "check_optional_positive_int", "check_stages", "parse_layers", "parse_indices", "parse_stages"]
 
 
 class LayerStrategy(StrEnum):
@@ -37,6 +37,13 @@ class LayerStrategy(StrEnum):
     UNIFORM = "uniform"  # i * Lt // k
     FIRST = "first"  # 0 .. k-1
     LAST = "last"  # the top k
+
+
+class DistillMode(StrEnum):
+    """Who learns from whom."""
+
+    ONE_WAY = "one-way"  # a frozen teacher, the student learns its softened outputs (Hinton)
+    TWO_WAY = "two-way"  # teacher and student learn from each other (deep mutual learning)
 
 
 # === Checks (shared with the Distiller and the student builders) ===
@@ -115,6 +122,33 @@ def parse_layers(text: str):
     return values[0] if "," not in text else tuple(values)
 
 
+def parse_stages(text: str):
+    """`4,2` -> `(4, 2)`: the layers of each model of a multi-stage chain; `none` -> None."""
+    if text.strip().lower() in ("", "none"):
+        return None
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers of layers, each smaller than the one "
+                                         f"before (4,2). Received: {text!r}") from None
+
+
+def check_stages(stages, teacher_layers: Optional[int] = None):
+    """`stages` as a tuple of decreasing positive layer counts (each below `teacher_layers` when given), or None."""
+    if stages is None:
+        return None
+    shown = list(stages) if isinstance(stages, (tuple, list)) else stages
+    if (not isinstance(stages, (tuple, list)) or not stages or not all(_is_int(k) and k >= 1 for k in stages)):
+        raise ValueError(f"Received an invalid value for `stages`, expected a non-empty list of numbers of layers "
+                         f"(e.g. 4,2: teacher -> 4-layer assistant -> 2-layer student). Received: stages={shown!r}")
+    chain = ([int(teacher_layers)] if teacher_layers else []) + [int(k) for k in stages]
+    if any(b >= a for a, b in zip(chain, chain[1:])):
+        what = f"the teacher's {teacher_layers} layers, then " if teacher_layers else ""
+        raise ValueError(f"Received an invalid value for `stages`, expected each model smaller than the one before "
+                         f"({what}strictly decreasing numbers of layers). Received: stages={shown!r}")
+    return tuple(int(k) for k in stages)
+
+
 def parse_indices(text: str):
     """`1,3` -> `(1, 3)`; `none` -> None."""
     if text.strip().lower() in ("", "none"):
@@ -153,6 +187,21 @@ class DistillConfig(StageConfig):
         cache_teacher_logits: compute the teacher's training logits once before training instead of at every step.
             Defaults to `True`.
         seed: seed of shuffling and of a random student's weights. Defaults to `0`.
+        mode: `"one-way"` (a frozen teacher) or `"two-way"` (teacher and student learn from each other: deep mutual
+            learning; the teacher starts from the fine-tuned one and is saved too). Defaults to `"one-way"`.
+        teacher_learning_rate: peak rate of the teacher in two-way mode. Defaults to `2e-5`.
+        teacher_alpha: weight of the teacher's hard-label loss in two-way mode (the student's softened outputs get
+            `1 - teacher_alpha`). Defaults to `0.5`.
+        anchor_weight: two-way only: weight of a loss keeping the teacher near its starting outputs (KL to the
+            fine-tuned teacher's softened logits), so it does not drift to the student. Defaults to `0.0` (off).
+        stages: multi-stage distillation: the layers of each model in turn, each distilled from the one before
+            (`(4, 2)`: teacher -> 4-layer assistant -> 2-layer student, TAKD); `layers` is then ignored. Defaults to
+            `None` (one stage, `layers`).
+        unlabelled: a file of texts without labels (one per line, or a .csv / .jsonl `text` column) the teacher
+            labels: the student learns its softened outputs on them too. Defaults to `None`.
+        augment: augmented copies of each training text (word replacement from the vocabulary, deletion and swaps:
+            `tfspeed.compress.distillation.augment`), labelled by the teacher. Defaults to `0` (none).
+        augment_rate: share of the words of a text an augmented copy changes, in (0, 1). Defaults to `0.15`.
     """
 
     # === Student ===
@@ -182,6 +231,19 @@ class DistillConfig(StageConfig):
     cache_teacher_logits: bool = field(
         True, help="compute the teacher's logits once before training (--no-cache-teacher-logits: at every step)")
     seed: Optional[int] = field(0, help="seed of shuffling and of a random student's weights")
+    # === Two-way, multi-stage, more text ===
+    mode: DistillMode = field(DistillMode.ONE_WAY, help="one-way (a frozen teacher) or two-way (teacher and student "
+                                                        "learn from each other)")
+    teacher_learning_rate: float = field(2e-5, help="two-way: peak learning rate of the teacher")
+    teacher_alpha: float = field(0.5, help="two-way: weight of the teacher's hard-label loss")
+    anchor_weight: float = field(0.0, help="two-way: weight of the loss keeping the teacher near its starting outputs")
+    stages: Optional[Tuple[int, ...]] = field(None, parse=parse_stages, metavar="K,J,..",
+                                              help="multi-stage: layers of each model in turn (4,2: teacher -> 4-layer "
+                                                   "assistant -> 2-layer student); overrides --student-layers")
+    unlabelled: Optional[str] = field(None, metavar="FILE", help="texts without labels the teacher labels for the "
+                                                                 "student (one per line, or a .csv/.jsonl text column)")
+    augment: int = field(0, help="augmented copies of each training text, labelled by the teacher")
+    augment_rate: float = field(0.15, help="share of the words an augmented copy changes")
 
     def validate(self) -> None:
         self.layers = _check_layers(self.layers)
@@ -199,6 +261,25 @@ class DistillConfig(StageConfig):
         if self.seed is not None and not _is_int(self.seed):
             raise ValueError(f"Received an invalid value for `seed`, expected an integer or None. "
                              f"Received: seed={self.seed!r}")
+        self.mode = DistillMode.parse("mode", self.mode)
+        self.teacher_learning_rate = check_float("teacher_learning_rate", self.teacher_learning_rate, 0.0, None,
+                                                 low_open=True)
+        self.teacher_alpha = check_float("teacher_alpha", self.teacher_alpha, 0.0, 1.0)
+        self.anchor_weight = check_float("anchor_weight", self.anchor_weight, 0.0, None)
+        if self.mode == DistillMode.TWO_WAY and self.intermediate_losses:
+            raise ValueError("Two-way distillation learns from the logits only. Received: mode='two-way' with "
+                             f"hidden_weight={self.hidden_weight}, attention_weight={self.attention_weight}; set "
+                             "both to 0.")
+        self.stages = check_stages(tuple(self.stages) if isinstance(self.stages, list) else self.stages)
+        if self.unlabelled is not None:
+            self.unlabelled = str(self.unlabelled)
+        if not _is_int(self.augment) or self.augment < 0:
+            raise ValueError(f"Received an invalid value for `augment`, expected a number of copies >= 0. "
+                             f"Received: augment={self.augment!r}")
+        self.augment_rate = check_float("augment_rate", self.augment_rate, 0.0, 1.0, low_open=True)
+        if self.augment_rate >= 1.0:
+            raise ValueError(f"Received an invalid value for `augment_rate`, expected a float in (0.0, 1.0). "
+                             f"Received: augment_rate={self.augment_rate!r}")
 
     @property
     def intermediate_losses(self) -> bool:

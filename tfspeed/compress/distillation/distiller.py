@@ -18,11 +18,34 @@ from tfspeed.compress.distillation.losses import distillation_loss, masked_atten
 __all__ = ["Distiller"]
 
 
+def labelled_weight(labels, sample_weight=None):
+    """Per-example weights that leave out the examples without a label (`-1`)."""
+    weight = tf.cast(tf.reshape(labels, [-1]) >= 0, tf.float32)
+    return weight if sample_weight is None else weight * tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
+
+
 def _vocab_size(model):
     """The word-embedding rows of a native tfspeed BERT, else None (a hub layer does not say)."""
     from tfspeed.models.bert import _unwrap, is_bert, layer_by_name
 
     return int(_unwrap(layer_by_name(model, "word_embeddings")).input_dim) if is_bert(model) else None
+
+
+def check_pair(teacher, student):
+    """Refuses a teacher and a student that are not Keras models, predict other classes or read other token ids."""
+    for role, model in (("teacher", teacher), ("student", student)):
+        if not isinstance(model, keras.Model):
+            raise ValueError(f"Expected a tf_keras Model for `{role}`. Received: {role} of type "
+                             f"{type(model).__name__}.")
+    t_classes, s_classes = int(teacher.output.shape[-1]), int(student.output.shape[-1])
+    if t_classes != s_classes:
+        raise ValueError(f"`teacher` and `student` must predict the same classes. Received: teacher with "
+                         f"{t_classes} outputs, student with {s_classes}.")
+    vocab = {role: _vocab_size(model) for role, model in (("teacher", teacher), ("student", student))}
+    if None not in vocab.values() and vocab["teacher"] != vocab["student"]:
+        raise ValueError(f"`teacher` and `student` must read the same token ids. Received: a teacher with a "
+                         f"vocabulary of {vocab['teacher']} tokens, a student with {vocab['student']}. Distil from "
+                         "a teacher with the student's vocabulary (after `trim_vocabulary`, the trimmed teacher).")
 
 
 @keras.saving.register_keras_serializable(package="tfspeed")
@@ -68,19 +91,7 @@ class Distiller(keras.Model):
         # === Config ===
         self.alpha, self.temperature, self.hidden_weight, self.attention_weight = check_loss_settings(
             alpha, temperature, hidden_weight, attention_weight)  # the checks of DistillConfig
-        for role, model in (("teacher", teacher), ("student", student)):
-            if not isinstance(model, keras.Model):
-                raise ValueError(f"Expected a tf_keras Model for `{role}`. Received: {role} of type "
-                                 f"{type(model).__name__}.")
-        t_classes, s_classes = int(teacher.output.shape[-1]), int(student.output.shape[-1])
-        if t_classes != s_classes:
-            raise ValueError(f"`teacher` and `student` must predict the same classes. Received: teacher with "
-                             f"{t_classes} outputs, student with {s_classes}.")
-        vocab = {role: _vocab_size(model) for role, model in (("teacher", teacher), ("student", student))}
-        if None not in vocab.values() and vocab["teacher"] != vocab["student"]:
-            raise ValueError(f"`teacher` and `student` must read the same token ids. Received: a teacher with a "
-                             f"vocabulary of {vocab['teacher']} tokens, a student with {vocab['student']}. Distil from "
-                             "a teacher with the student's vocabulary (after `trim_vocabulary`, the trimmed teacher).")
+        check_pair(teacher, student)
         intermediate = self.hidden_weight > 0 or self.attention_weight > 0
         self._layer_map_arg = None if layer_map is None else [int(i) for i in layer_map]
         if intermediate or layer_map is not None:
@@ -213,6 +224,8 @@ class Distiller(keras.Model):
     def _update_metrics(self, result, labels, sample_weight):
         for name, tracker in self._trackers.items():
             tracker.update_state(result[name])
+        sample_weight = labelled_weight(labels, sample_weight)  # examples without a label (-1) have no accuracy
+        labels = tf.maximum(labels, 0)
         self._accuracy.update_state(labels, result["student_logits"], sample_weight)
         if getattr(self, "compiled_metrics", None) is not None:
             self.compiled_metrics.update_state(labels, result["student_logits"], sample_weight)

@@ -33,15 +33,21 @@ def distillation_loss(labels, student_logits, teacher_logits, alpha: float = Dis
     distillation_loss (Hinton et al.'s T^2 keeps the soft gradients' scale independent of T).
 
     Args:
-        labels: int class ids [batch].
+        labels: int class ids [batch]; `-1` marks an example without a label (text the teacher labelled: only
+            the soft-target loss learns from it).
         student_logits, teacher_logits: [batch, classes].
         alpha: weight of the hard-label loss, in [0, 1]. Defaults to `0.5`.
         temperature: softening temperature, > 0. Defaults to `2.0`.
         sample_weight: optional per-example weights [batch]. Defaults to `None` (all 1).
     """
-    ce = keras.losses.sparse_categorical_crossentropy(labels, tf.cast(student_logits, tf.float32), from_logits=True)
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    labelled = tf.cast(labels >= 0, tf.float32)
+    ce = keras.losses.sparse_categorical_crossentropy(tf.maximum(labels, 0), tf.cast(student_logits, tf.float32),
+                                                      from_logits=True)
     kl = soft_cross_entropy_kl(teacher_logits, student_logits, temperature)
-    student_loss, kd_loss = _weighted_mean(ce, sample_weight), _weighted_mean(kl, sample_weight)
+    hard_weight = labelled if sample_weight is None else labelled * tf.cast(tf.reshape(sample_weight, [-1]),
+                                                                            tf.float32)
+    student_loss, kd_loss = _weighted_mean(ce, hard_weight), _weighted_mean(kl, sample_weight)
     total = alpha * student_loss + (1.0 - alpha) * temperature ** 2 * kd_loss
     return {"loss": total, "student_loss": student_loss, "distillation_loss": kd_loss}
 

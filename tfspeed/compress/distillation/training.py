@@ -18,7 +18,7 @@ from tfspeed.compress.distillation.students import student_from_teacher
 from tfspeed.compress.distillation.teacher import teacher_logits
 from tfspeed.train import EpochTimer, make_optimizer
 
-__all__ = ["distill", "fit_student"]
+__all__ = ["distill", "distill_chain", "fit_student"]
 
 
 def _in_current_scope(model: keras.Model) -> keras.Model:
@@ -122,3 +122,45 @@ def distill(teacher: keras.Model, train, validation=None, student=None, config=N
     history = fit_student(student, teacher, train, validation, config, callbacks=callbacks, verbose=verbose,
                           logits_cache=logits_cache)
     return student, history
+
+
+def distill_chain(teacher: keras.Model, train, validation=None, stages: Sequence[int] = None, config=None, *,
+                  callbacks: Sequence = (), verbose="auto", logits_cache=None, on_stage=None, start=None,
+                  **overrides):
+    """Multi-stage distillation (TAKD): the teacher into an assistant, the assistant into a smaller model, ... .
+
+    Each stage's student starts from the model before it (`student_from_teacher(previous, k, ...)`: its layers picked
+    by `config.layer_strategy`) and is fitted from it as `fit_student` does. Returns `[(model, history), ...]`, one
+    per stage, the last being the final student.
+
+    Args:
+        teacher: the trained classifier the chain starts from.
+        train / validation: `EncodedSplit`s.
+        stages: the number of layers of each model in turn, strictly decreasing and below the teacher's (`(4, 2)`).
+            Defaults to `config.stages`.
+        config: a `DistillConfig`; every stage uses its loss and fit settings.
+        callbacks, verbose: as `fit_student`.
+        logits_cache: `.npz` path of the first stage's teacher logits (`fit_student`). Defaults to `None`.
+        on_stage: called as `on_stage(index, model, history)` after each stage (e.g. to save it). Defaults to `None`.
+        start: `(index, model)`: resume after stage `index` (0-based) whose model is given. Defaults to `None`.
+        **overrides: `DistillConfig` settings replacing those of `config`.
+    """
+    from tfspeed.compress.distillation.config import check_stages
+    from tfspeed.compress.distillation.internals import num_layers_of
+
+    config = DistillConfig.resolve(config, **overrides)
+    stages = check_stages(tuple(stages) if stages is not None else config.stages, num_layers_of(teacher))
+    if stages is None:
+        raise ValueError("Expected the layers of each stage in `stages` (or `config.stages`). Received: none.")
+    results, previous, first = [], teacher, 0
+    if start is not None:
+        first, previous = start[0] + 1, start[1]
+    for i in range(first, len(stages)):
+        student = student_from_teacher(previous, stages[i], config.layer_strategy, seed=config.seed)
+        history = fit_student(student, previous, train, validation, config, callbacks=callbacks, verbose=verbose,
+                              logits_cache=logits_cache if previous is teacher else None)
+        results.append((student, history))
+        if on_stage is not None:
+            on_stage(i, student, history)
+        previous = student
+    return results
