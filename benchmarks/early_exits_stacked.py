@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     results = {"environment": env, "settings": vars(args), "buckets": buckets, "models": {}}
     models, names, vocabs, bucket_sets = [], [], [], []
     if args.tf_teacher:
-        models.append(args.tf_teacher), names.append("teacher-tf-float32"), vocabs.append(None)
+        models.append(args.tf_teacher), names.append("teacher-tf-float32")
+        vocabs.append(str(artifacts.load_info(args.teacher).vocab_path))
         bucket_sets.append(())
     for name, source in (("teacher", args.teacher), ("combined", args.combined)):
         exits_dir = work / f"{name}-exits"

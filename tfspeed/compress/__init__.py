@@ -7,7 +7,7 @@ vocabulary trimming.
 | `structured` | `prune_structured`, `importance`, `plan`, `shrink`, `parameter_count` | `StructuredConfig` |
 | `lowrank` | `factorize`, `is_factorised`, `dense_macs` | `LowRankConfig` |
 | `quantization` | `quantize`, `calibrate`, `qat_fit`, `quantize_scope` | `QATConfig` |
-| `distillation` | `distill`, `fit_student`, `Distiller`, `student_from_teacher`, `teacher_logits` | `DistillConfig` |
+| `distillation` | `distill`, `fit_student`, `distill_chain`, `Distiller`, `MutualDistiller` | `DistillConfig` |
 | `vocab` | `trim_vocabulary`, `kept_token_ids` | `VocabConfig` |
 
 The verbs are TFMOT's shape: `tfspeed.compress.prune(model, config)` / `tfspeed.compress.strip(model)` return new
@@ -32,8 +32,9 @@ _EXPORTS = {
                                     "parameter_count"),
     "tfspeed.compress.quantization": ("QATConfig", "quantize", "calibrate", "qat_fit", "quantize_scope",
                                       "is_quantized"),
-    "tfspeed.compress.distillation": ("DistillConfig", "Distiller", "distill", "fit_student", "distillation_loss",
-                                      "select_layers", "student_from_teacher", "teacher_logits"),
+    "tfspeed.compress.distillation": ("DistillConfig", "Distiller", "MutualDistiller", "distill", "distill_chain",
+                                      "fit_student", "fit_mutual", "distillation_loss", "select_layers",
+                                      "student_from_teacher", "teacher_logits", "augment_texts"),
     "tfspeed.compress.lowrank": ("LowRankConfig", "factorize", "is_factorised", "dense_macs"),
     "tfspeed.compress.vocab": ("VocabConfig", "trim_vocabulary", "kept_token_ids"),
 }
