@@ -225,3 +225,36 @@ def test_buckets_beyond_max_length_and_on_a_fixed_file_are_refused(model_dir, vo
     with pytest.raises(SystemExit):
         main(["predict", str(model_dir), "good", "--buckets", "32,16"])
     assert "increasing" in capsys.readouterr().err
+
+
+def test_one_bucket_file_gives_the_dynamic_files_results_with_the_weights_once(model_dir, tmp_path, capsys,
+                                                                                 converted):
+    """`export_buckets` / `tfspeed export --buckets`: a fixed-length signature per bucket in one file; each text runs
+    on its bucket as the dynamic file does on one interpreter per bucket; the weights are stored once."""
+    import json
+
+    from tfspeed.export.buckets import BucketRunner, bucket_signatures, export_buckets
+
+    data = export_buckets(model_dir, (4, 8, 16), "float32")
+    assert bucket_signatures(data) == (4, 8, 16) and bucket_signatures(converted("float32", "dynamic")) == ()
+    one = BucketRunner(data)
+    per_bucket = BucketRunner(converted("float32", "dynamic", metadata=False), buckets=(4, 8, 16))
+    rows = _rows(10, 16, seed=3)
+    for i in range(10):
+        row = {k: v[i:i + 1] for k, v in rows.items()}
+        np.testing.assert_allclose(one(row), per_bucket(row), atol=1e-5)
+    fixed = len(converted("float32", 16, metadata=False))
+    assert len(data) < fixed * 1.5  # three signatures, one copy of the weights (three would be ~3x)
+    path = tmp_path / "buckets.tflite"
+    path.write_bytes(data)
+    texts = ["good", "the movie was very good , not awful", "w1 w2 " * 12]
+    vocab = str(model_dir / "vocab.txt")
+    got = TextClassifier(path, vocab=vocab, labels=["a", "b", "c"]).predict_proba(texts)
+    np.testing.assert_allclose(got, TextClassifier(model_dir).predict_proba(texts), atol=1e-4)
+    out = tmp_path / "cli.tflite"
+    assert main(["export", str(model_dir), "--mode", "dynamic", "--buckets", "4,8,16", "--eval-split", "none",
+                 "--out", str(out)]) == 0
+    assert bucket_signatures(out) == (4, 8, 16) and "No TFLite metadata in a bucket file" in capsys.readouterr().out
+    assert main(["export", str(model_dir), "--mode", "int8", "--buckets", "4,8", "--out",
+                 str(tmp_path / "bad.tflite")]) == 1
+    assert "buckets" in capsys.readouterr().err and json.dumps(list(bucket_signatures(out)))

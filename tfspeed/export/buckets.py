@@ -7,6 +7,10 @@ per bucket (e.g. 16 / 32 / 48 / 64 / 128 tokens), each allocated once at its len
 smallest bucket that holds it, padded with a zero mask: the padded positions change nothing but the time. Memory is
 one packed copy of the weights per bucket; the file is one.
 
+`export_buckets` writes the other form: one file with a fixed-length signature per bucket (`bucket_16`, `bucket_32`,
+...) sharing one copy of the weights (the converter stores identical weight buffers once), for runtimes that want
+static shapes; `BucketRunner` runs it too, with one interpreter and a signature runner per bucket.
+
 Example:
 
 ```python
@@ -26,6 +30,52 @@ import numpy as np
 from tfspeed.models.bert import INPUT_NAMES
 
 DEFAULT_BUCKETS = (16, 32, 48, 64, 128)
+SIGNATURE = "bucket_{}"
+BUCKET_MODES = ("float32", "float16", "dynamic")
+
+
+def export_buckets(model, buckets: Sequence[int] = DEFAULT_BUCKETS, mode: str = "dynamic") -> bytes:
+    """A classifier as one .tflite with a fixed-length signature per bucket (`bucket_16`, ...), weights stored once.
+
+    Args:
+        model: a tf_keras classifier or a tfspeed model directory (as `tfspeed.export.convert`).
+        buckets: increasing lengths, at most the model's positions. Defaults to `DEFAULT_BUCKETS`.
+        mode: `"float32"`, `"float16"` or `"dynamic"`. Defaults to `"dynamic"`.
+    """
+    import tempfile
+
+    from tfspeed.compat import tf
+    from tfspeed.export.convert import Converter, _run_converter, max_positions, serving_function
+
+    if mode not in BUCKET_MODES:
+        raise ValueError(f"Received an invalid value for `mode`, expected one of {list(BUCKET_MODES)} for a bucket "
+                         f"file. Received: mode={mode!r}")
+    converter = Converter(model, seq_length="dynamic")  # loads and prepares the model; no length of its own
+    buckets = check_buckets(buckets, max_positions(converter.keras_model))
+    module = tf.Module()
+    module.model = converter._model  # noqa: SLF001 (the prepared copy: wrappers stripped)
+    signatures = {SIGNATURE.format(b): serving_function(module.model, b) for b in buckets}
+    with tempfile.TemporaryDirectory(prefix="tfspeed-buckets-") as tmp:
+        tf.saved_model.save(module, tmp, signatures=signatures)
+        lite = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=list(signatures))
+        if mode != "float32":
+            lite.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "float16":
+            lite.target_spec.supported_types = [tf.float16]
+        return _run_converter(lite, f"mode={mode!r}, buckets={list(buckets)}")
+
+
+def bucket_signatures(tflite) -> tuple:
+    """The bucket lengths of a file written by `export_buckets`, or `()` for another file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tfspeed.export.ops import read_tflite
+
+    names = list(Interpreter(model_content=read_tflite(tflite)).get_signature_list())
+    prefix = SIGNATURE.format("")
+    if not names or not all(n.startswith(prefix) and n[len(prefix):].isdigit() for n in names):
+        return ()
+    return tuple(sorted(int(n[len(prefix):]) for n in names))
 
 
 def check_buckets(buckets, max_length=None, argument: str = "buckets") -> tuple:
@@ -74,15 +124,24 @@ class BucketRunner:
         from tfspeed.export.ops import read_tflite
         from tfspeed.profile.inputs import normalize_name
 
-        self.buckets = check_buckets(buckets)
         data = read_tflite(tflite)
         self.interpreters = {}
+        self.signatures = None
+        own = bucket_signatures(data)
+        if own:  # a bucket file (`export_buckets`): its own lengths, one interpreter, a runner per signature
+            self.buckets = own
+            it = Interpreter(model_content=data, num_threads=num_threads)
+            self.signatures = {b: it.get_signature_runner(SIGNATURE.format(b)) for b in own}
+            self.interpreter = it
+            return
+        self.buckets = check_buckets(buckets)
         for b in self.buckets:
             it = Interpreter(model_content=data, num_threads=num_threads)
             details = it.get_input_details()
             if any(int(d["shape_signature"][-1]) != -1 for d in details):
-                raise ValueError("Expected a dynamic-length .tflite (inputs [1, -1], `seq_length='dynamic'`) for "
-                                 f"`tflite`. Received inputs of shape {[list(d['shape_signature']) for d in details]}")
+                raise ValueError("Expected a dynamic-length .tflite (inputs [1, -1], `seq_length='dynamic'`) or a "
+                                 "bucket file (`export_buckets`) for `tflite`. Received inputs of shape "
+                                 f"{[list(d['shape_signature']) for d in details]}")
             index = {}
             for name in INPUT_NAMES:
                 tensor = (inputs or {}).get(name)
@@ -104,6 +163,15 @@ class BucketRunner:
         """The output for one row ([1, length] arrays; its real tokens are the mask's count)."""
         n = max(1, int(np.asarray(row["input_mask"]).sum()))
         b = self.bucket(n)
+        if self.signatures is not None:
+            take = min(n, b)
+            padded = {}
+            for name in INPUT_NAMES:
+                value = np.zeros((1, b), np.int32)
+                value[:, :take] = np.asarray(row[name])[:, :take]
+                padded[name] = value
+            out = self.signatures[b](**padded)
+            return np.asarray(out["logits"])[0].copy()
         it, index, out = self.interpreters[b]
         for name, i in index.items():
             value = np.zeros((1, b), np.int32)

@@ -36,6 +36,12 @@ def _csv(text: str) -> tuple:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
+def _buckets(text: str):
+    from tfspeed.export.buckets import parse_buckets
+
+    return parse_buckets(text) or None
+
+
 def _seq_length(text: str):
     if text.strip().lower() == "dynamic":
         return "dynamic"
@@ -109,8 +115,21 @@ class ExportConfig(StageConfig):
                                                          "within the budget")
     integer_only: bool = field(False, help="fail, listing the float ops, unless every op computes in integers "
                                            "(for NPUs, DSPs, the Edge TPU)")
+    buckets: Optional[tuple] = field(None, parse=_buckets, metavar="N,N,..",
+                                     help="one file with a fixed-length signature per bucket (e.g. 16,32,64,128), "
+                                          "weights stored once: each text runs on the smallest that holds it "
+                                          "(float32, float16 or dynamic)")
 
     def validate(self):
+        if self.buckets is not None:
+            from tfspeed.export.buckets import BUCKET_MODES, check_buckets
+
+            self.buckets = check_buckets(self.buckets)
+            if self.mode.value not in BUCKET_MODES or self.max_drop is not None or self.seq_length is not None:
+                raise ValueError(f"`buckets` makes a file of fixed-length signatures in mode {list(BUCKET_MODES)}, "
+                                 "without --max-drop or --seq-length. Received: "
+                                 f"buckets={list(self.buckets)}, mode={self.mode.value!r}, max_drop={self.max_drop}, "
+                                 f"seq_length={self.seq_length}")
         if self.seq_length is not None and self.seq_length != "dynamic":
             check_positive_int("seq_length", self.seq_length)
         check_positive_int("num_calibration_samples", self.num_calibration_samples)

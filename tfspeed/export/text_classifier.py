@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tfspeed.export import metadata as _md
-from tfspeed.export.buckets import DEFAULT_BUCKETS, BucketRunner, check_buckets
+from tfspeed.export.buckets import DEFAULT_BUCKETS, BucketRunner, bucket_signatures, check_buckets
 from tfspeed.export.ops import read_tflite
 from tfspeed.export.parity import softmax
 from tfspeed.models.bert import INPUT_NAMES
@@ -172,9 +172,13 @@ class TextClassifier:
         self.dynamic = int(signature[1]) == -1
         self.seq_length = int(max_length) if self.dynamic else int(self.inputs["input_word_ids"]["shape"][1])
         self._buckets = None
-        if not self.dynamic:
+        own = bucket_signatures(data)
+        if own:  # a bucket file (`export_buckets`): a fixed-length signature per bucket
+            self.dynamic, self.seq_length = True, own[-1]
+            self._buckets = BucketRunner(data, num_threads=self.num_threads)
+        elif not self.dynamic:
             self.interpreter.allocate_tensors()
-        elif buckets is None or buckets:
+        elif buckets is None or buckets:  # a dynamic-length file
             if buckets is None:
                 kept = tuple(b for b in DEFAULT_BUCKETS if b < self.seq_length) + (self.seq_length,)
             else:  # the last bucket is max_length: no text is cut before it

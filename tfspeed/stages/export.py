@@ -35,6 +35,8 @@ def run(source, config: ExportConfig, out, ctx: StageContext, report: Optional[P
     # int8 calibrates on the training split (texts are tokenized lower-cased unless given as token ids)
     converter.calibration = dataset if info.lower_case else EncodedSplit.from_split(dataset.train, tokenizer)
     record = None
+    if config.buckets:
+        return _run_buckets(source, config, out, ctx, report, log, converter, tokenizer, info)
     if config.max_drop is not None:
         validation = EncodedSplit.from_split(dataset.validation, tokenizer, ctx.eval_limit)
         candidates = list(config.candidates) if config.candidates else None
@@ -76,6 +78,47 @@ def run(source, config: ExportConfig, out, ctx: StageContext, report: Optional[P
               "seq_length": converter.seq_length, "size_bytes": len(data), "metadata_bytes": metadata_bytes,
               "float_ops": op_histogram(data)["float_ops"], "parity": parity,
               "budget": record.to_dict() if record is not None else None, "config": config.to_dict()}
+    if report:
+        _io.write_json(report, result, overwrite=ctx.overwrite, argument="report")
+        log(f"Wrote {report}")
+    return result
+
+
+def _run_buckets(source, config: ExportConfig, out, ctx, report, log, converter, tokenizer, info) -> dict:
+    """`--buckets`: one file, a fixed-length signature per bucket; checked on the evaluation split text by text
+    (accuracy, agreement with Keras, the largest logit difference). No metadata: MediaPipe runs one signature."""
+    import numpy as np
+
+    from tfspeed import _io
+    from tfspeed.data import EncodedSplit
+    from tfspeed.export.buckets import BucketRunner, export_buckets
+    from tfspeed.export.convert import save_tflite
+    from tfspeed.train import predict_logits
+
+    mode = config.mode.value
+    data = export_buckets(converter.keras_model, config.buckets, mode)
+    parity = None
+    if config.eval_split != EvalSplit.NONE:
+        split = EncodedSplit.from_split(ctx.dataset.split(config.eval_split.value), tokenizer, ctx.eval_limit)
+        runner = BucketRunner(data, num_threads=config.threads)
+        logits = np.stack([runner({k: v[i:i + 1] for k, v in split.features.items()}) for i in range(len(split))])
+        reference = predict_logits(converter.keras_model, split)
+        parity = {"split": config.eval_split.value, "num_examples": len(split),
+                  "accuracy": float(np.mean(logits.argmax(-1) == split.labels)),
+                  "keras_accuracy": float(np.mean(reference.argmax(-1) == split.labels)),
+                  "agreement": float(np.mean(logits.argmax(-1) == reference.argmax(-1))),
+                  "max_abs_logit_diff": float(np.abs(logits - reference).max())}
+        log(f"Buckets {list(config.buckets)} ({mode}) on {len(split)} {parity['split']} texts: accuracy "
+            f"{parity['accuracy']:.4f} (Keras {parity['keras_accuracy']:.4f}), agreement {parity['agreement']:.4f}, "
+            f"max |Δ logit| {parity['max_abs_logit_diff']:.2e}")
+    if config.metadata:
+        log("No TFLite metadata in a bucket file (MediaPipe's TextClassifier runs one signature): run it with "
+            "`tfspeed predict FILE --vocab VOCAB --labels ...`.")
+    save_tflite(data, out, overwrite=ctx.overwrite)
+    log(f"Wrote {out} ({len(data) / 1e6:.2f} MB, mode {mode}, buckets {list(config.buckets)})")
+    result = {"format_version": 1, "model": str(source), "mode": mode, "out": str(out), "buckets": list(config.buckets),
+              "size_bytes": len(data), "metadata_bytes": None, "parity": parity, "budget": None,
+              "config": config.to_dict(), "lower_case": info.lower_case}
     if report:
         _io.write_json(report, result, overwrite=ctx.overwrite, argument="report")
         log(f"Wrote {report}")
