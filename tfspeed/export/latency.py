@@ -32,6 +32,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from tfspeed.export.buckets import bucket_signatures
 from tfspeed.profile.inputs import ROLE_ALIASES
 from tfspeed.profile.runners import Format, TFLiteRunner, make_runner
 from tfspeed.profile.stats import summarize
@@ -107,7 +108,13 @@ class _Model:
             self.length = pad_length  # a Keras model with a None axis: fed padded, as TF serving would be
             self.dynamic = False
         self.buckets = None
-        if self.dynamic and buckets:
+        own = bucket_signatures(self.runner.data) if isinstance(self.runner, TFLiteRunner) else ()
+        if own:  # a bucket file (`export_buckets`): its own fixed-length signatures, one interpreter
+            from tfspeed.export.buckets import BucketRunner
+
+            self.dynamic, self.length = True, min(own[-1], max_length)
+            self.buckets = BucketRunner(self.runner.data, num_threads=threads)
+        elif self.dynamic and buckets:
             from tfspeed.export.buckets import BucketRunner, check_buckets
 
             kept = check_buckets(buckets, self.length)  # the last bucket is max_length: no text is cut before it
