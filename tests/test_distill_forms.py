@@ -218,3 +218,16 @@ def test_two_way_run_keeps_both_models_and_learns_from_extra_text(deep_teacher_d
     empty.write_text("")
     assert main(["distill", "--teacher", str(deep_teacher_dir), "--unlabelled", str(empty), "--data",
                  str(sentiment_csv), "--out", str(tmp_path / "bad")]) == 1
+
+
+def test_a_recipe_carries_the_new_forms(tmp_path):
+    """`optimize` recipes name them like any distillation setting; a TOML file round-trips."""
+    from tfspeed.recipe import RecipeConfig
+
+    path = tmp_path / "recipe.toml"
+    path.write_text('recipe = "distill,prune"\n[distill]\nstages = [4, 2]\naugment = 1\n')
+    config = RecipeConfig.from_file(path)
+    assert config.distill.stages == (4, 2) and config.distill.augment == 1
+    again = RecipeConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again.distill == config.distill
+    assert RecipeConfig(distill={"mode": "two-way", "anchor_weight": 1.0}).distill.mode == "two-way"

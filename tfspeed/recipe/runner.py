@@ -143,14 +143,21 @@ class Optimizer:
             training("teacher", c.teacher, 1.0)
         for name in c.recipe:
             config = self._config_of(name)
+            extra_cost = 1.0
             if name == "distill":
                 layers = config.layers if isinstance(config.layers, int) else len(config.layers)
+                if config.stages:  # every stage trains: the assistants' steps are part of the cost
+                    layers = config.stages[-1]
+                    extra_cost = sum(config.stages) / layers
                 size = min(1.0, layers / TEACHER_LAYERS)
+                if str(config.mode) == "two-way":  # the teacher trains too
+                    extra_cost += 1.0 / size
+                extra_cost *= 1 + config.augment  # augmented copies are more steps
             elif name == "prune" and config.is_structured:
                 size *= max(0.1, 1 - config.structured.heads / 3 - 2 * config.structured.ffn / 3)
             elif name == "lowrank":
                 size *= 0.85
-            cost = size * (QAT_COST if name == "qat" else EXITS_COST if name == "exits" else 1.0)
+            cost = size * extra_cost * (QAT_COST if name == "qat" else EXITS_COST if name == "exits" else 1.0)
             if name == "prune" and config.unstructured:
                 cost *= 2.0  # TFMOT's wrappers (benchmarks/README.md, training throughput)
             training(name, config, cost if name != "vocab" else 0.0)
