@@ -231,3 +231,11 @@ def test_a_recipe_carries_the_new_forms(tmp_path):
     again = RecipeConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again.distill == config.distill
     assert RecipeConfig(distill={"mode": "two-way", "anchor_weight": 1.0}).distill.mode == "two-way"
+
+
+def test_chain_spreads_the_layers_when_every_other_does_not_fit(teacher):
+    """3 of 4 layers cannot be every other one: the stage takes them evenly instead of failing."""
+    x = sample_inputs(CONFIG, batch=4, seq_length=8)
+    results = distill_chain(teacher, EncodedSplit(x, [0, 1, 0, 1]), stages=(3, 1), epochs=1, batch_size=4,
+                            verbose=0)
+    assert [num_layers_of(m) for m, _ in results] == [3, 1]

@@ -130,7 +130,7 @@ def distill_chain(teacher: keras.Model, train, validation=None, stages: Sequence
     """Multi-stage distillation (TAKD): the teacher into an assistant, the assistant into a smaller model, ... .
 
     Each stage's student starts from the model before it (`student_from_teacher(previous, k, ...)`: its layers picked
-    by `config.layer_strategy`) and is fitted from it as `fit_student` does. Returns `[(model, history), ...]`, one
+    by `config.layer_strategy`, or evenly (`uniform`) when every other layer does not fit, as 4 of 6) and is fitted from it as `fit_student` does. Returns `[(model, history), ...]`, one
     per stage, the last being the final student.
 
     Args:
@@ -156,7 +156,10 @@ def distill_chain(teacher: keras.Model, train, validation=None, stages: Sequence
     if start is not None:
         first, previous = start[0] + 1, start[1]
     for i in range(first, len(stages)):
-        student = student_from_teacher(previous, stages[i], config.layer_strategy, seed=config.seed)
+        strategy = config.layer_strategy
+        if strategy == "every_other" and 2 * stages[i] - 1 > num_layers_of(previous):
+            strategy = "uniform"  # e.g. 4 of 6: every other layer does not fit; spread them evenly instead
+        student = student_from_teacher(previous, stages[i], strategy, seed=config.seed)
         history = fit_student(student, previous, train, validation, config, callbacks=callbacks, verbose=verbose,
                               logits_cache=logits_cache if previous is teacher else None)
         results.append((student, history))
