@@ -9,7 +9,8 @@ all), each in its own model directory under --work, so an interrupted benchmark 
 - multi-stage: `--stages 4,K`: teacher -> 4-layer assistant -> K layers (the assistant is distilled once, by the
                first multi-stage run, and the other rows distil from it: the chain's second stage);
 - augmented:   `--augment N`: N changed copies of each training review, labelled by the teacher, added to the
-               training set of the row's given form (one-way unless --augment-form says otherwise).
+               training set of the row's given form (one-way unless --augment-form says otherwise);
+- multi-stage-augmented: both (from the shared assistant, with the augmented copies).
 
 Writes benchmarks/results/distill_forms_minilm.json after every run.
 
@@ -29,7 +30,7 @@ from tfspeed.profile.env import environment
 from tfspeed.stages import StageContext, get_stage
 
 RESULTS = Path(__file__).parent / "results"
-FORMS = ("one-way", "two-way", "two-way-anchor", "multi-stage", "augmented")
+FORMS = ("one-way", "two-way", "two-way-anchor", "multi-stage", "augmented", "multi-stage-augmented")
 ASSISTANT = 4
 
 
@@ -72,14 +73,15 @@ def main(argv=None) -> int:
             config = config.replace(mode="two-way")
         elif form == "two-way-anchor":
             config = config.replace(mode="two-way", anchor_weight=args.anchor_weight)
-        elif form == "multi-stage" or (form == "augmented" and args.augment_form == "multi-stage"):
+        elif form in ("multi-stage", "multi-stage-augmented") or (form == "augmented"
+                                                                    and args.augment_form == "multi-stage"):
             if (assistant / "metrics.json").is_file():  # the chain's second stage, from the assistant made once
                 teacher = str(assistant)
             else:
                 out = work / f"multi-stage-{layers}" if form == "multi-stage" else out
                 assistant = out.with_name(f"{out.name}-assistant1-{ASSISTANT}layers")
                 config = config.replace(stages=(ASSISTANT, layers))
-        if form == "augmented":
+        if form in ("augmented", "multi-stage-augmented"):
             config = config.replace(augment=args.augment)
         if not (out / "metrics.json").is_file():
             print(f"== {layers} layers, {form} ({teacher}) ...", flush=True)
@@ -94,7 +96,7 @@ def main(argv=None) -> int:
                   "teacher_logits_seconds": m.get("teacher_logits_seconds"),
                   "distill_examples": m.get("distill_examples"), "assistants": m.get("assistants"),
                   "mutual_teacher": m.get("mutual_teacher"), "dir": str(out), "from": teacher}
-        if form in ("multi-stage",) and m.get("assistants"):
+        if form.startswith("multi-stage") and m.get("assistants"):
             record["assistant_seconds"] = sum(a.get("train_seconds") or 0.0 for a in m["assistants"])
             record["train_seconds"] = m["train_seconds"] - record["assistant_seconds"]
         results["runs"][f"{layers}:{form}"] = record
