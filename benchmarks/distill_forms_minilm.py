@@ -77,6 +77,8 @@ def main(argv=None) -> int:
                                                                     and args.augment_form == "multi-stage"):
             if (assistant / "metrics.json").is_file():  # the chain's second stage, from the assistant made once
                 teacher = str(assistant)
+                if 2 * layers - 1 > ASSISTANT:  # as distill_chain does: every other layer does not fit
+                    config = config.replace(layer_strategy="uniform")
             else:
                 out = work / f"multi-stage-{layers}" if form == "multi-stage" else out
                 assistant = out.with_name(f"{out.name}-assistant1-{ASSISTANT}layers")
