@@ -58,6 +58,7 @@ def control_flow_tflite(model, threshold: float, seq_length: int) -> bytes:
             return {"logits": run_from(0, X._embed(model, x))}
 
     module = Module()
+    module.model = model  # the variables the function captures
     with tempfile.TemporaryDirectory() as tmp:
         tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve.get_concrete_function()})
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
