@@ -125,7 +125,7 @@ def main(argv=None) -> int:
                                                             "control-flow": len(cond)},
               "ops": ops, "files": {}}
     for k in fns:
-        result["files"][k] = {"latency_ms": summarize(seconds[k] * 1e3),
+        result["files"][k] = {"latency_ms": summarize(seconds[k]),
                               "ratio_to_plain": float(seconds[k].mean() / seconds["plain"].mean()),
                               "accuracy": float(np.mean(answers[k] == labels)),
                               "agreement_with_segmented": float(np.mean(answers[k] == answers["segmented"]))}

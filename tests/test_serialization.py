@@ -33,6 +33,15 @@ def _distiller(_):
     return Distiller(teacher, student_from_teacher(teacher, layers=1), alpha=0.3, temperature=3.0)
 
 
+def _mutual(_):
+    from tfspeed.compress.distillation import MutualDistiller, student_from_teacher
+    from tfspeed.models import build_classifier
+
+    teacher = build_classifier(harness.tiny_config(num_layers=2), num_classes=3)
+    return MutualDistiller(teacher, student_from_teacher(teacher, layers=1), alpha=0.3, teacher_alpha=0.7,
+                           temperature=3.0, anchor_weight=0.5)
+
+
 # Non-default arguments everywhere, so a constructor argument missing from get_config shows.
 SAMPLES = {
     "tfspeed>PositionEmbedding": lambda _: _cls("PositionEmbedding")(max_positions=40, initializer="zeros", name="p"),
@@ -56,6 +65,7 @@ SAMPLES = {
     "tfspeed>PrunableKerasLayer": lambda f: _cls("PrunableKerasLayer")(_hub_dir(f), include_embeddings=True,
                                                                         trainable=True),
     "tfspeed>Distiller": _distiller,
+    "tfspeed>MutualDistiller": _mutual,
     "tfspeed>PrunedModel": None,  # a Functional model class: covered by the pruned model's save / reload test
     "tfspeed>MaskedMean": lambda _: _cls("MaskedMean")(name="exit_1_mean"),
     "tfspeed>gelu_approximate": None,  # an activation function: covered by test_keras_hub (save, reload, config_of)
@@ -124,7 +134,10 @@ def _stage_configs():
         PruneStageConfig(kind="both", prune=PruneConfig(sparsity=0.8), structured=StructuredConfig(heads=0.1)),
         QATConfig(epochs=2, calibration_percentile=None, smooth="none", float_outputs=("layer_0_output",)),
         DistillConfig(layers=(0, 2), alpha=0.3, temperature=4.0, epochs=1),
+        DistillConfig(mode="two-way", teacher_learning_rate=1e-5, teacher_alpha=0.2, anchor_weight=0.5,
+                      stages=(4, 2), unlabelled="more.txt", augment=2, augment_rate=0.3),
         ExportConfig(mode="int8-mixed", float_ops=("SOFTMAX",), seq_length=64, threads=2),
+        ExportConfig(mode="float16", buckets=(16, 32, 64)),
         ProfileConfig(threads=(1, 2), xnnpack="both", runs=7, per_op=True),
         RecipeConfig(recipe=("vocab", "prune"), heads=0.25, qat_epochs=2, prune="unstructured", sparsity=0.7),
     ]

@@ -130,7 +130,8 @@ def distill_chain(teacher: keras.Model, train, validation=None, stages: Sequence
     """Multi-stage distillation (TAKD): the teacher into an assistant, the assistant into a smaller model, ... .
 
     Each stage's student starts from the model before it (`student_from_teacher(previous, k, ...)`: its layers picked
-    by `config.layer_strategy`, or evenly (`uniform`) when every other layer does not fit, as 4 of 6) and is fitted from it as `fit_student` does. Returns `[(model, history), ...]`, one
+    by `config.layer_strategy`, or evenly (`uniform`) when every other layer does not fit, as 4 of 6) and is fitted
+    from it as `fit_student` does. Returns `[(model, history), ...]`, one
     per stage, the last being the final student.
 
     Args:
