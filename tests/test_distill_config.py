@@ -11,15 +11,22 @@ from tfspeed.compress.distillation import DistillConfig, LayerStrategy, select_l
 
 NON_DEFAULT = dict(layers=(0, 2), layer_strategy="last", hidden_size=16, num_heads=2, intermediate_size=24, alpha=0.3,
                    temperature=4.0, hidden_weight=0.5, attention_weight=2.0, layer_map=(1, 3), epochs=5, batch_size=8,
-                   learning_rate=3e-5, cache_teacher_logits=False, seed=7)
+                   learning_rate=3e-5, cache_teacher_logits=False, seed=7, teacher_learning_rate=1e-5,
+                   teacher_alpha=0.2, anchor_weight=0.5, stages=(4, 2), unlabelled="more.txt", augment=2,
+                   augment_rate=0.3)
+# `mode="two-way"` refuses the intermediate losses set above: it round-trips in a config of its own
+TWO_WAY = dict(mode="two-way", anchor_weight=1.0)
 
 
 def test_roundtrip_with_non_default_values():
     config = DistillConfig(**NON_DEFAULT)
     defaults = DistillConfig()
-    assert set(NON_DEFAULT) == set(DistillConfig.field_names())  # every setting is exercised
+    assert set(NON_DEFAULT) | set(TWO_WAY) == set(DistillConfig.field_names())  # every setting is exercised
     for f in dataclasses.fields(DistillConfig):
-        assert getattr(config, f.name) != getattr(defaults, f.name), f.name
+        if f.name != "mode":
+            assert getattr(config, f.name) != getattr(defaults, f.name), f.name
+    two_way = DistillConfig(**TWO_WAY)
+    assert DistillConfig.from_dict(json.loads(json.dumps(two_way.to_dict()))) == two_way != defaults
     data = json.loads(json.dumps(config.to_dict()))
     assert data["layers"] == [0, 2] and data["layer_strategy"] == "last" and data["layer_map"] == [1, 3]
     again = DistillConfig.from_dict(data)
