@@ -31,6 +31,16 @@ def _vocab_size(model):
     return int(_unwrap(layer_by_name(model, "word_embeddings")).input_dim) if is_bert(model) else None
 
 
+def with_models(config: dict, custom_objects=None) -> dict:
+    """A distiller's config with its serialized `teacher` and `student` deserialized (tfspeed's classes known)."""
+    config = dict(config)
+    objects = {**registry.custom_objects(), **(custom_objects or {})}
+    for role in ("teacher", "student"):
+        if isinstance(config.get(role), dict):
+            config[role] = keras.saving.deserialize_keras_object(config[role], custom_objects=objects)
+    return config
+
+
 def check_pair(teacher, student):
     """Refuses a teacher and a student that are not Keras models, predict other classes or read other token ids."""
     for role, model in (("teacher", teacher), ("student", student)):
@@ -172,12 +182,7 @@ class Distiller(keras.Model):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        objects = {**registry.custom_objects(), **(custom_objects or {})}
-        for role in ("teacher", "student"):
-            if isinstance(config.get(role), dict):
-                config[role] = keras.saving.deserialize_keras_object(config[role], custom_objects=objects)
-        return cls(**config)
+        return cls(**with_models(config, custom_objects))
 
     # --- Training -----------------------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Sequence
 
 from tfspeed.compat import keras, tf
 from tfspeed.compress.distillation.config import DistillConfig, check_float
-from tfspeed.compress.distillation.distiller import check_pair, labelled_weight
+from tfspeed.compress.distillation.distiller import check_pair, labelled_weight, with_models
 from tfspeed.compress.distillation.losses import _weighted_mean, distillation_loss, soft_cross_entropy_kl
 
 __all__ = ["MutualDistiller", "fit_mutual"]
@@ -89,14 +89,7 @@ class MutualDistiller(keras.Model):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        from tfspeed import registry
-
-        config = dict(config)
-        objects = {**registry.custom_objects(), **(custom_objects or {})}
-        for role in ("teacher", "student"):
-            if isinstance(config.get(role), dict):
-                config[role] = keras.saving.deserialize_keras_object(config[role], custom_objects=objects)
-        return cls(**config)
+        return cls(**with_models(config, custom_objects))
 
     def compute_losses(self, x, labels, start_logits=None, sample_weight=None, training=False) -> dict:
         """Every loss term on one batch, plus both models' logits (`student_logits`, `teacher_logits`)."""
