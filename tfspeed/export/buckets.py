@@ -157,26 +157,35 @@ class BucketRunner:
 
     def bucket(self, n: int) -> int:
         """The smallest bucket holding `n` tokens (the last one if none does)."""
-        return next((b for b in self.buckets if n <= b), self.buckets[-1])
+        return smallest_bucket(self.buckets, n)
 
     def __call__(self, row: dict) -> np.ndarray:
         """The output for one row ([1, length] arrays; its real tokens are the mask's count)."""
-        n = max(1, int(np.asarray(row["input_mask"]).sum()))
-        b = self.bucket(n)
+        padded, b = pad_to_bucket(row, self.buckets)
         if self.signatures is not None:
-            take = min(n, b)
-            padded = {}
-            for name in INPUT_NAMES:
-                value = np.zeros((1, b), np.int32)
-                value[:, :take] = np.asarray(row[name])[:, :take]
-                padded[name] = value
             out = self.signatures[b](**padded)
             return np.asarray(out["logits"])[0].copy()
         it, index, out = self.interpreters[b]
         for name, i in index.items():
-            value = np.zeros((1, b), np.int32)
-            take = min(n, b)
-            value[:, :take] = np.asarray(row[name])[:, :take]
-            it.set_tensor(i, value)
+            it.set_tensor(i, padded[name])
         it.invoke()
         return it.get_tensor(out)[0].copy()
+
+
+def smallest_bucket(buckets: Sequence[int], n: int) -> int:
+    """The smallest of the increasing `buckets` holding `n` tokens (the last one if none does)."""
+    return next((b for b in buckets if n <= b), buckets[-1])
+
+
+def pad_to_bucket(row: dict, buckets: Sequence[int]) -> tuple:
+    """`(row padded with zeros, or cut, to its bucket, the bucket)` for one row of [1, length] arrays whose real
+    tokens are the mask's count."""
+    n = max(1, int(np.asarray(row["input_mask"]).sum()))
+    b = smallest_bucket(buckets, n)
+    take = min(n, b)
+    padded = {}
+    for name, v in row.items():
+        value = np.zeros((1, b), np.int32)
+        value[:, :take] = np.asarray(v)[:, :take]
+        padded[name] = value
+    return padded, b

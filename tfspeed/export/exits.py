@@ -212,16 +212,12 @@ class ExitRunner:
         """(row cut or padded to the length it runs at, the segment runners for that length)."""
         if not self.dynamic:
             return row, self._runners[None]
-        n = max(1, int(np.asarray(row["input_mask"]).sum()))
         if self.buckets is None:
+            n = max(1, int(np.asarray(row["input_mask"]).sum()))
             return {k: np.asarray(v)[:, :n] for k, v in row.items()}, self._runners[None]
-        b = next((b for b in self.buckets if n <= b), self.buckets[-1])
-        take = min(n, b)
-        padded = {}
-        for k, v in row.items():
-            value = np.zeros((1, b), np.int32)
-            value[:, :take] = np.asarray(v)[:, :take]
-            padded[k] = value
+        from tfspeed.export.buckets import pad_to_bucket
+
+        padded, b = pad_to_bucket(row, self.buckets)
         return padded, self._runners[b]
 
     def run(self, row: dict) -> tuple:
