@@ -42,10 +42,8 @@ def export_buckets(model, buckets: Sequence[int] = DEFAULT_BUCKETS, mode: str = 
         buckets: increasing lengths, at most the model's positions. Defaults to `DEFAULT_BUCKETS`.
         mode: `"float32"`, `"float16"` or `"dynamic"`. Defaults to `"dynamic"`.
     """
-    import tempfile
-
     from tfspeed.compat import tf
-    from tfspeed.export.convert import Converter, _run_converter, max_positions, serving_function
+    from tfspeed.export.convert import Converter, convert_signatures, max_positions, serving_function
 
     if mode not in BUCKET_MODES:
         raise ValueError(f"Received an invalid value for `mode`, expected one of {list(BUCKET_MODES)} for a bucket "
@@ -55,14 +53,7 @@ def export_buckets(model, buckets: Sequence[int] = DEFAULT_BUCKETS, mode: str = 
     module = tf.Module()
     module.model = converter._model  # noqa: SLF001 (the prepared copy: wrappers stripped)
     signatures = {SIGNATURE.format(b): serving_function(module.model, b) for b in buckets}
-    with tempfile.TemporaryDirectory(prefix="tfspeed-buckets-") as tmp:
-        tf.saved_model.save(module, tmp, signatures=signatures)
-        lite = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=list(signatures))
-        if mode != "float32":
-            lite.optimizations = [tf.lite.Optimize.DEFAULT]
-        if mode == "float16":
-            lite.target_spec.supported_types = [tf.float16]
-        return _run_converter(lite, f"mode={mode!r}, buckets={list(buckets)}")
+    return convert_signatures(module, signatures, mode, f"mode={mode!r}, buckets={list(buckets)}")
 
 
 def bucket_signatures(tflite) -> tuple:

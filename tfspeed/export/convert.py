@@ -152,6 +152,21 @@ def serving_function(model, seq_length):
     return serving_default.get_concrete_function()
 
 
+def convert_signatures(module, signatures: dict, mode: str, what: str) -> bytes:
+    """A tf.Module's concrete functions `signatures` (`{name: function}`) as one multi-signature .tflite, in mode
+    `"float32"`, `"float16"` or `"dynamic"` (the converter stores identical weight buffers once)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tfspeed-signatures-") as tmp:
+        tf.saved_model.save(module, tmp, signatures=signatures)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=list(signatures))
+        if mode != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if mode == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        return _run_converter(converter, what)
+
+
 _OP_PATTERNS = (re.compile(r"'(tf\.[A-Za-z0-9_]+)'"), re.compile(r"\b(tf\.[A-Z][A-Za-z0-9_]+)"),
                 re.compile(r"\b(tfl\.[a-z_0-9]+)'? op"), re.compile(r"Flex([A-Z][A-Za-z0-9_]+)"))
 

@@ -19,7 +19,6 @@ A cascade of two files (a small model first, a large one when it is unsure) is `
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from tfspeed.compat import tf
 from tfspeed.compress import exits as E
+from tfspeed.export.convert import convert_signatures
 from tfspeed.models.bert import INPUT_NAMES, LOWRANK_SUFFIX, config_of
 from tfspeed.train import softmax
 
@@ -147,15 +147,8 @@ def export_exits(exits, mode: str = "dynamic", seq_length=128) -> bytes:
         raise ValueError(f"Received an invalid value for `seq_length`, expected an integer >= 3 or 'dynamic'. "
                          f"Received: seq_length={seq_length!r}")
     module = _Segments(exits, length)
-    with tempfile.TemporaryDirectory(prefix="tfspeed-exits-") as tmp:
-        signatures = {name: fn.get_concrete_function() for name, fn in module.functions.items()}
-        tf.saved_model.save(module, tmp, signatures=signatures)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=list(signatures))
-        if mode != "float32":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if mode == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        return converter.convert()
+    signatures = {name: fn.get_concrete_function() for name, fn in module.functions.items()}
+    return convert_signatures(module, signatures, mode, f"early exits, mode={mode!r}")
 
 
 class ExitRunner:
