@@ -46,6 +46,10 @@ def main(argv=None) -> int:
     p.add_argument("--augment-form", default="one-way", choices=("one-way", "multi-stage"),
                    help="the form the augmented runs use")
     p.add_argument("--anchor-weight", type=float, default=1.0, help="anchor of the two-way-anchor runs")
+    p.add_argument("--hidden-weight", type=float, default=0.0, help="TinyBERT's hidden-state loss in every run")
+    p.add_argument("--attention-weight", type=float, default=0.0, help="TinyBERT's attention loss in every run")
+    p.add_argument("--tag", default="", help="names these runs apart from the default ones (e.g. e3-a4 for "
+                                              "--epochs 3 --augment 4): directories FORM-K-TAG, rows K:FORM@TAG")
     p.add_argument("--out", default=str(RESULTS / "distill_forms_minilm.json"))
     args = p.parse_args(argv)
     env = environment()
@@ -59,15 +63,19 @@ def main(argv=None) -> int:
     results = {"environment": env, "settings": vars(args), "teacher": args.teacher,
                "teacher_accuracy": teacher_metrics.get("accuracy"), "runs": {}}
     if Path(args.out).is_file():
-        results["runs"] = _io_read(args.out).get("runs", {})
-    base = DistillConfig(epochs=args.epochs)
+        previous = _io_read(args.out)
+        results["runs"] = previous.get("runs", {})
+        results["settings_by_tag"] = previous.get("settings_by_tag", {"": previous.get("settings")})
+    results.setdefault("settings_by_tag", {})[args.tag] = vars(args)
+    base = DistillConfig(epochs=args.epochs, hidden_weight=args.hidden_weight, attention_weight=args.attention_weight)
+    tag = f"-{args.tag}" if args.tag else ""
     assistant = work / "multi-stage-2-assistant1-4layers"  # written by the first multi-stage run (--stages 4,K)
     for item in args.runs.split(","):
         layers, form = item.split(":")
         layers = int(layers)
         if form not in FORMS:
             raise SystemExit(f"unknown form {form!r}: expected one of {FORMS}")
-        out = work / f"{form}-{layers}"
+        out = work / f"{form}-{layers}{tag}"
         teacher, config = args.teacher, base.replace(layers=layers)
         if form == "two-way":
             config = config.replace(mode="two-way")
@@ -80,7 +88,7 @@ def main(argv=None) -> int:
                 if 2 * layers - 1 > ASSISTANT:  # as distill_chain does: every other layer does not fit
                     config = config.replace(layer_strategy="uniform")
             else:
-                out = work / f"multi-stage-{layers}" if form == "multi-stage" else out
+                out = work / f"multi-stage-{layers}{tag}" if form == "multi-stage" else out
                 assistant = out.with_name(f"{out.name}-assistant1-{ASSISTANT}layers")
                 config = config.replace(stages=(ASSISTANT, layers))
         if form in ("augmented", "multi-stage-augmented"):
@@ -97,13 +105,16 @@ def main(argv=None) -> int:
                   "train_seconds": m.get("train_seconds"), "assistant_seconds": assistant_seconds,
                   "teacher_logits_seconds": m.get("teacher_logits_seconds"),
                   "distill_examples": m.get("distill_examples"), "assistants": m.get("assistants"),
-                  "mutual_teacher": m.get("mutual_teacher"), "dir": str(out), "from": teacher}
+                  "mutual_teacher": m.get("mutual_teacher"), "dir": str(out), "from": teacher,
+                  "epochs": config.epochs, "augment": config.augment, "hidden_weight": config.hidden_weight,
+                  "attention_weight": config.attention_weight}
         if form.startswith("multi-stage") and m.get("assistants"):
             record["assistant_seconds"] = sum(a.get("train_seconds") or 0.0 for a in m["assistants"])
             record["train_seconds"] = m["train_seconds"] - record["assistant_seconds"]
-        results["runs"][f"{layers}:{form}"] = record
-        print(f"{layers} layers {form:15s} accuracy {m['accuracy']:.4f} = {100 * record['share_of_teacher']:.1f}% of "
-              f"the teacher, {record['train_seconds']:.0f} s (+{record['assistant_seconds']:.0f} s assistant)",
+        results["runs"][f"{layers}:{form}" + (f"@{args.tag}" if args.tag else "")] = record
+        print(f"{layers} layers {form + tag:15s} accuracy {m['accuracy']:.4f} = "
+              f"{100 * record['share_of_teacher']:.1f}% of the teacher, {record['train_seconds']:.0f} s "
+              f"(+{record['assistant_seconds']:.0f} s assistant)",
               flush=True)
         _io.write_json(args.out, results, overwrite=True)
     print(f"Wrote {args.out}")
