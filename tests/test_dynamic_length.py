@@ -230,9 +230,8 @@ def test_buckets_beyond_max_length_and_on_a_fixed_file_are_refused(model_dir, vo
 def test_one_bucket_file_gives_the_dynamic_files_results_with_the_weights_once(model_dir, tmp_path, capsys,
                                                                                  converted):
     """`export_buckets` / `tfspeed export --buckets`: a fixed-length signature per bucket in one file; each text runs
-    on its bucket as the dynamic file does on one interpreter per bucket; the weights are stored once."""
-    import json
-
+    on its bucket as the dynamic file does on one interpreter per bucket; the weights are stored once; the longest
+    bucket is the first subgraph; `tfspeed export --buckets` writes tfspeed's metadata into every signature."""
     from tfspeed.export.buckets import BucketRunner, bucket_signatures, export_buckets
 
     data = export_buckets(model_dir, (4, 8, 16), "float32")
@@ -254,7 +253,25 @@ def test_one_bucket_file_gives_the_dynamic_files_results_with_the_weights_once(m
     out = tmp_path / "cli.tflite"
     assert main(["export", str(model_dir), "--mode", "dynamic", "--buckets", "4,8,16", "--eval-split", "none",
                  "--out", str(out)]) == 0
-    assert bucket_signatures(out) == (4, 8, 16) and "No TFLite metadata in a bucket file" in capsys.readouterr().out
+    assert bucket_signatures(out) == (4, 8, 16) and "MediaPipe's TextClassifier refuses" in capsys.readouterr().out
+    # metadata in every signature: raw text in without --vocab/--labels, probabilities out
+    np.testing.assert_allclose(TextClassifier(out).predict_proba(texts), TextClassifier(model_dir).predict_proba(texts),
+                               atol=0.05)  # dynamic range quantizes each activation with its own range
+    from ai_edge_litert.interpreter import Interpreter
+
+    first = Interpreter(model_path=str(out)).get_input_details()  # what a one-signature runtime runs: all 16 tokens
+    assert all(list(d["shape"]) == [1, 16] for d in first)
     assert main(["export", str(model_dir), "--mode", "int8", "--buckets", "4,8", "--out",
                  str(tmp_path / "bad.tflite")]) == 1
-    assert "buckets" in capsys.readouterr().err and json.dumps(list(bucket_signatures(out)))
+    assert "buckets" in capsys.readouterr().err
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from tfspeed.export.metadata import MetadataError, add_metadata
+
+    other = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    other.signatureDefs[0].signatureKey = b"serving_default"  # several subgraphs, not all buckets: refused, named
+    with pytest.raises(MetadataError, match=r"one subgraph, or a bucket file.*3 subgraphs.*serving_default"):
+        add_metadata(bytes(flatbuffer_utils.convert_object_to_bytearray(other)), vocab, ["a", "b", "c"])
+    mp_text = pytest.importorskip("mediapipe.tasks.python.text")
+    with pytest.raises(ValueError, match="single subgraph"):  # MediaPipe refuses several signatures: said in the log
+        mp_text.TextClassifier.create_from_model_path(str(out))

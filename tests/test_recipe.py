@@ -6,6 +6,7 @@ import pytest
 
 from tfspeed import cli
 from tfspeed.export import read_metadata
+from tfspeed.export.buckets import bucket_signatures
 from tfspeed.recipe import RecipeConfig
 from tfspeed.recipe.report import build, markdown, pick_combined
 from tfspeed.recipe.runner import Optimizer
@@ -20,6 +21,7 @@ from tfspeed.recipe.runner import Optimizer
     ({"prune": "random"}, "structured"),
     ({"student_layers": 0}, "student_layers"),
     ({"max_drop": 2}, "max_drop"),
+    ({"varlen": "ragged"}, r"`varlen`, expected one of \['buckets', 'dynamic'\].*varlen='ragged'"),
 ])
 def test_bad_recipes_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -122,12 +124,13 @@ def test_optimize_end_to_end_and_resume(tiny_teacher_dir, sentiment_csv, tmp_pat
             source = out / "-".join(a["name"].split("-")[:2]) if a["name"][:2].isdigit() else tiny_teacher_dir
             assert list(meta.vocab) == (source / "vocab.txt").read_text().splitlines(), a["name"]
             assert meta.labels == ("neg", "pos") and a["metadata_bytes"] > 0 and "SOFTMAX" in a["float_ops"]
-    # dynamic-length twins, and every artifact timed on the real texts too
+    # variable-length twins (one file of length-bucket signatures), and every artifact timed on the real texts too
     by_name = {a["name"]: a for a in report["artifacts"]}
-    assert {"teacher-dynamic-varlen", "01-vocab-dynamic-varlen", "02-distill-dynamic-varlen"} <= set(by_name)
+    assert {"teacher-dynamic-buckets", "01-vocab-dynamic-buckets", "02-distill-dynamic-buckets"} <= set(by_name)
     for name in ("teacher-dynamic", "02-distill-dynamic"):
-        assert by_name[name + "-varlen"]["length"] == "dynamic" and by_name[name]["length"] == 16
-        assert abs(by_name[name + "-varlen"]["accuracy"] - by_name[name]["accuracy"]) <= 0.05  # 40 texts, random
+        assert by_name[name + "-buckets"]["length"] == "dynamic" and by_name[name]["length"] == 16
+        assert bucket_signatures(by_name[name + "-buckets"]["path"]) == (16,)  # 16/32/.. below seq_length, then it
+        assert abs(by_name[name + "-buckets"]["accuracy"] - by_name[name]["accuracy"]) <= 0.05  # 40 texts, random
     assert all(a["real_text_ms_mean"] > 0 and a["real_text_speedup"] > 0 for a in report["artifacts"])
     assert report["combined"]["real_text_speedup"] == by_name[report["combined"]["artifact"]]["real_text_speedup"]
     assert "real texts: mean ms" in (out / "report.md").read_text()

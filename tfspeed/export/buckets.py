@@ -23,6 +23,7 @@ logits = runner({"input_word_ids": ids, "input_mask": mask, "input_type_ids": ty
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -34,13 +35,19 @@ SIGNATURE = "bucket_{}"
 BUCKET_MODES = ("float32", "float16", "dynamic")
 
 
-def export_buckets(model, buckets: Sequence[int] = DEFAULT_BUCKETS, mode: str = "dynamic") -> bytes:
+def export_buckets(model, buckets: Sequence[int] = DEFAULT_BUCKETS, mode: str = "dynamic",
+                   metadata: bool = False) -> bytes:
     """A classifier as one .tflite with a fixed-length signature per bucket (`bucket_16`, ...), weights stored once.
+
+    The longest bucket is the first subgraph: MediaPipe's `TextClassifier` runs that one (every text padded to it),
+    `BucketRunner` / `TextClassifier` / `tfspeed predict` run each text on the smallest bucket that holds it.
 
     Args:
         model: a tf_keras classifier or a tfspeed model directory (as `tfspeed.export.convert`).
         buckets: increasing lengths, at most the model's positions. Defaults to `DEFAULT_BUCKETS`.
         mode: `"float32"`, `"float16"` or `"dynamic"`. Defaults to `"dynamic"`.
+        metadata: add TFLite metadata (vocabulary, labels, a softmax `probability` output in every signature) from
+            the model directory. Defaults to `False`.
     """
     from tfspeed.compat import tf
     from tfspeed.export.convert import Converter, convert_signatures, max_positions, serving_function
@@ -52,8 +59,17 @@ def export_buckets(model, buckets: Sequence[int] = DEFAULT_BUCKETS, mode: str = 
     buckets = check_buckets(buckets, max_positions(converter.keras_model))
     module = tf.Module()
     module.model = converter._model  # noqa: SLF001 (the prepared copy: wrappers stripped)
-    signatures = {SIGNATURE.format(b): serving_function(module.model, b) for b in buckets}
-    return convert_signatures(module, signatures, mode, f"mode={mode!r}, buckets={list(buckets)}")
+    # the longest bucket first: a runtime that runs one signature (MediaPipe runs the first subgraph) takes any text
+    signatures = {SIGNATURE.format(b): serving_function(module.model, b) for b in reversed(buckets)}
+    data = convert_signatures(module, signatures, mode, f"mode={mode!r}, buckets={list(buckets)}")
+    if metadata:
+        from tfspeed.export.metadata import add_model_metadata
+
+        if not isinstance(model, (str, Path)):
+            raise ValueError("Expected a tfspeed model directory for `model` when `metadata=True` (its vocab.txt and "
+                             f"labels go into the file). Received: a {type(model).__name__}; pass metadata=False.")
+        data = add_model_metadata(data, model)
+    return data
 
 
 def bucket_signatures(tflite) -> tuple:
@@ -154,13 +170,18 @@ class BucketRunner:
         """The output for one row ([1, length] arrays; its real tokens are the mask's count)."""
         padded, b = pad_to_bucket(row, self.buckets)
         if self.signatures is not None:
-            out = self.signatures[b](**padded)
-            return np.asarray(out["logits"])[0].copy()
+            out = self.signatures[b](**padded)  # one output: logits, or `probability` in a file with metadata
+            return np.asarray(next(iter(out.values())))[0].copy()
         it, index, out = self.interpreters[b]
         for name, i in index.items():
             it.set_tensor(i, padded[name])
         it.invoke()
         return it.get_tensor(out)[0].copy()
+
+
+def buckets_up_to(length: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> tuple:
+    """`buckets` below `length`, then `length`: every text up to `length` tokens has a bucket, none is cut."""
+    return tuple(b for b in buckets if b < length) + (int(length),)
 
 
 def smallest_bucket(buckets: Sequence[int], n: int) -> int:

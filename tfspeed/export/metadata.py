@@ -239,9 +239,28 @@ def _role(name: str, roles: dict) -> Optional[str]:
     return found[0] if len(found) == 1 else None
 
 
-def _signature_output(model):
-    sigs = model.signatureDefs or []
-    return sigs[0] if len(sigs) == 1 else None
+def _signature_of(model, subgraph: int):
+    """The signature def that runs `subgraph`, or None."""
+    return next((s for s in model.signatureDefs or [] if s.subgraphIndex == subgraph), None)
+
+
+def _check_subgraphs(model) -> None:
+    """One subgraph, or a bucket file (`tfspeed.export.buckets`) whose first subgraph is its longest bucket: a
+    runtime that runs one signature runs the first, so that one must take every text the file is meant for.
+    (MediaPipe's TextClassifier refuses a file of several subgraphs; tfspeed's runs each text on its bucket.)"""
+    if len(model.subgraphs) == 1:
+        return
+    keys = [s.signatureKey.decode() if isinstance(s.signatureKey, bytes) else s.signatureKey
+            for s in model.signatureDefs or []]
+    from tfspeed.export.buckets import SIGNATURE
+
+    prefix = SIGNATURE.format("")
+    lengths = {s.subgraphIndex: int(k[len(prefix):]) for s, k in zip(model.signatureDefs or [], keys)
+               if k.startswith(prefix) and k[len(prefix):].isdigit()}
+    if len(lengths) != len(model.subgraphs) or lengths.get(0) != max(lengths.values()):
+        raise MetadataError(f"Expected a .tflite with one subgraph, or a bucket file whose first subgraph is its "
+                            f"longest bucket (`export_buckets`). Received: {len(model.subgraphs)} subgraphs, "
+                            f"signatures {keys}.")
 
 
 def add_metadata(tflite, vocab, labels, roles: Optional[dict] = None, probabilities: bool = True) -> bytes:
@@ -273,10 +292,24 @@ def add_metadata(tflite, vocab, labels, roles: Optional[dict] = None, probabilit
     if set(roles) != set(ROLES):
         raise MetadataError(f"Expected `roles` with the keys {sorted(ROLES)}. Received: {sorted(roles)}")
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
-    if len(model.subgraphs) != 1:
-        raise MetadataError(f"Expected a .tflite with one subgraph (MediaPipe runs the first only). Received: "
-                            f"{len(model.subgraphs)} subgraphs.")
-    graph = model.subgraphs[0]
+    _check_subgraphs(model)
+    input_roles = labels_checked = None
+    for k, graph in enumerate(model.subgraphs):  # a bucket file: every signature gets the same checks and softmax
+        roles_k, labels_checked = _prepare_graph(model, k, graph, roles, labels, probabilities, fb)
+        input_roles = roles_k if k == 0 else input_roles  # the metadata describes the first (MediaPipe's) subgraph
+    meta = metadata_flatbuffer(input_roles, version=f"tfspeed {_version()}")
+    _set_metadata_buffer(model, meta, fb)
+    packed = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    stream = io.BytesIO()
+    stream.write(packed)
+    with zipfile.ZipFile(stream, "a") as archive:  # appended, as MediaPipe's MetadataPopulator does
+        archive.writestr(VOCAB_FILE, "\n".join(tokens) + "\n")
+        archive.writestr(LABELS_FILE, "\n".join(labels_checked) + "\n")
+    return stream.getvalue()
+
+
+def _prepare_graph(model, k: int, graph, roles: dict, labels, probabilities: bool, fb) -> tuple:
+    """Checks one subgraph's inputs and output for MediaPipe and appends the softmax: (input roles, labels)."""
     names = {i: graph.tensors[i].name.decode() if isinstance(graph.tensors[i].name, bytes) else graph.tensors[i].name
              for i in list(graph.inputs) + list(graph.outputs)}
     input_roles = [_role(names[i], roles) for i in graph.inputs]
@@ -303,19 +336,11 @@ def add_metadata(tflite, vocab, labels, roles: Optional[dict] = None, probabilit
         if out.type != _FLOAT32:
             raise MetadataError("Expected a float32 output to append a softmax to. Received: "
                                 f"{_TYPE_NAMES.get(out.type, out.type)}; pass probabilities=False.")
-        _append_softmax(model, graph, fb)
-    meta = metadata_flatbuffer(input_roles, version=f"tfspeed {_version()}")
-    _set_metadata_buffer(model, meta, fb)
-    packed = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-    stream = io.BytesIO()
-    stream.write(packed)
-    with zipfile.ZipFile(stream, "a") as archive:  # appended, as MediaPipe's MetadataPopulator does
-        archive.writestr(VOCAB_FILE, "\n".join(tokens) + "\n")
-        archive.writestr(LABELS_FILE, "\n".join(labels) + "\n")
-    return stream.getvalue()
+        _append_softmax(model, k, graph, fb)
+    return input_roles, labels
 
 
-def _append_softmax(model, graph, fb) -> None:
+def _append_softmax(model, subgraph: int, graph, fb) -> None:
     """SOFTMAX(beta=1) from the output tensor into a new float32 `probability` tensor, made the graph's output."""
     codes = model.operatorCodes
     index = next((k for k, c in enumerate(codes) if max(c.builtinCode, c.deprecatedBuiltinCode) == _SOFTMAX
@@ -340,7 +365,7 @@ def _append_softmax(model, graph, fb) -> None:
     op.builtinOptionsType, op.builtinOptions = _SOFTMAX_OPTIONS, options
     graph.operators.append(op)
     graph.outputs = [target]
-    sig = _signature_output(model)
+    sig = _signature_of(model, subgraph)
     if sig is not None:
         entry = fb.TensorMapT()
         entry.name, entry.tensorIndex = OUTPUT_NAME, target

@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tfspeed.export import metadata as _md
-from tfspeed.export.buckets import DEFAULT_BUCKETS, BucketRunner, bucket_signatures, check_buckets
+from tfspeed.export.buckets import BucketRunner, bucket_signatures, buckets_up_to, check_buckets
 from tfspeed.export.ops import read_tflite
 from tfspeed.export.parity import softmax
 from tfspeed.models.bert import INPUT_NAMES
@@ -180,7 +180,7 @@ class TextClassifier:
             self.interpreter.allocate_tensors()
         elif buckets is None or buckets:  # a dynamic-length file
             if buckets is None:
-                kept = tuple(b for b in DEFAULT_BUCKETS if b < self.seq_length) + (self.seq_length,)
+                kept = buckets_up_to(self.seq_length)
             else:  # the last bucket is max_length: no text is cut before it
                 kept = check_buckets(buckets, self.seq_length)
                 kept = kept + (self.seq_length,) if kept[-1] < self.seq_length else kept

@@ -30,7 +30,7 @@ from tfspeed.compress.pruning.config import PruneConfig
 from tfspeed.compress.quantization.config import QATConfig
 from tfspeed.compress.structured import StructuredConfig
 from tfspeed.compress.vocab import VocabConfig
-from tfspeed.config import StageConfig, check_positive_int, check_range, field, read_config_file
+from tfspeed.config import StageConfig, check_choice, check_positive_int, check_range, field, read_config_file
 from tfspeed.data.config import DataConfig
 from tfspeed.distribute import STRATEGIES
 from tfspeed.stages.prune import PruneKind, PruneStageConfig
@@ -38,6 +38,7 @@ from tfspeed.train import FinetuneConfig
 
 STAGES = ("vocab", "distill", "prune", "lowrank", "exits", "qat")
 PRUNE_MODES = ("structured", "unstructured")
+VARLEN_FORMS = ("buckets", "dynamic")
 
 
 def _stages(text: str) -> tuple:
@@ -92,10 +93,14 @@ class RecipeConfig(StageConfig):
             within `max_drop` kept; several conversions and evaluations). Defaults to `True`.
         threads: interpreter threads when profiling. Defaults to `1` (a phone's big core).
         profile_runs: measured runs per model. Defaults to `50`.
-        real_text: also export each dynamic-range file with a dynamic length (`NAME-varlen`: inputs [1, -1]) and time
-            every artifact on the test texts (dynamic-length files on length buckets, the others padded:
-            `real_text_profile.json`); the report
-            gives both latencies and picks the combined model by the real-text one. Defaults to `True`.
+        real_text: also export each dynamic-range file in a variable-length form (`varlen`) and time every
+            artifact on the test texts (variable-length files on length buckets, the others padded:
+            `real_text_profile.json`); the report gives both latencies and picks the combined model by the real-text
+            one. Defaults to `True`.
+        varlen: the variable-length form: `"buckets"` (`NAME-buckets`: one file with a fixed-length signature per
+            length bucket 16/32/48/64/.../seq_length, weights stored once; the faster on CPU: no re-planning per
+            length) or `"dynamic"` (`NAME-varlen`: inputs [1, -1]; one subgraph, so MediaPipe's TextClassifier loads
+            it, which it refuses for a file of several signatures). Defaults to `"buckets"`.
         metadata: every .tflite carries TFLite metadata (vocabulary, labels, a softmax `probability` output) for
             MediaPipe's `TextClassifier` and `tfspeed predict`. Defaults to `True`.
         extra_modes: also export the teacher and every float stage in these post-training modes (`NAME-MODE`,
@@ -124,8 +129,11 @@ class RecipeConfig(StageConfig):
                                       "(teacher-int8-ptq)")
     threads: int = field(1, help="interpreter threads when profiling")
     profile_runs: int = field(50, help="measured runs per model")
-    real_text: bool = field(True, help="also export dynamic-length twins of the dynamic-range files and time every "
+    real_text: bool = field(True, help="also export variable-length twins of the dynamic-range files and time every "
                                        "artifact on the real test texts, each at its own length")
+    varlen: str = field("buckets", choices=list(VARLEN_FORMS),
+                        help="variable-length twins: one file of length-bucket signatures (faster), or a dynamic "
+                             "[1, -1] file (the form MediaPipe's TextClassifier loads)")
     metadata: bool = field(True, help="write TFLite metadata (tokenizer vocabulary, labels, softmax output) into "
                                       "every .tflite, for MediaPipe's TextClassifier and tfspeed predict")
     extra_modes: tuple = field((), parse=_stages, metavar="MODE,...",
@@ -239,6 +247,7 @@ class RecipeConfig(StageConfig):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
         check_range("max_drop", self.max_drop, 0, 1, high_open=True, what="a fraction in [0, 1) (0.01 = one point)")
+        check_choice("varlen", self.varlen, VARLEN_FORMS)
         if self.strategy not in (None, *STRATEGIES):
             raise ValueError(f"Received an invalid value for `strategy`, expected 'mirrored' or 'multi-worker'. "
                              f"Received: strategy={self.strategy!r}")

@@ -95,8 +95,10 @@ def markdown(report: dict) -> str:
              f"Machine: {env.get('cpu_model', '?')}, {env.get('cpu_count', '?')} cores{_isa(env)}. "
              "Latency: median of interleaved runs, batch 1. "
              f"Ratios against `{report['baseline']}`."
-             + (" Real texts: the mean over the test texts, interleaved text by text; dynamic-length files (`-varlen`) "
-                "run each text on the smallest length bucket that holds it, the others padded." if real else ""), "",
+             + (" Real texts: the mean over the test texts, interleaved text by text; variable-length files "
+                "(`-buckets`: a signature per length bucket; `-varlen`: inputs [1, -1]) run each text on the smallest "
+                "length bucket that holds it, the others padded. The padded latency of a `-buckets` file is its "
+                "longest bucket's." if real else ""), "",
              "| artifact | accuracy | macro-F1 | per-class accuracy | Δ points | latency ms (median) | speed-up | "
              "size MB | gzip MB | gzip ratio |" + (" real texts: mean ms | speed-up |" if real else ""),
              "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if real else "")]

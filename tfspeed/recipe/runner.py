@@ -282,10 +282,29 @@ class Optimizer:
             saved.setdefault("vocab", str(source_info.vocab_path))
             record(name, path, saved.pop("accuracy"), "tflite", **saved)
 
+        def bucket_twin(m, source_dir):
+            """The model as one file of length-bucket signatures, evaluated as it runs: each test text on its
+            bucket."""
+            import numpy as np
+
+            from tfspeed.export.buckets import BucketRunner, buckets_up_to, export_buckets
+            from tfspeed.train import scores
+
+            data = export_buckets(m, buckets_up_to(c.seq_length), "dynamic")
+            source_info = artifacts.load_info(source_dir)
+            split = ctx.encoded(source_info.vocab_path, lower_case=source_info.lower_case).test
+            runner = BucketRunner(data, num_threads=usable_cores())
+            f = split.features
+            logits = np.stack([runner({k: f[k][i:i + 1] for k in f}) for i in range(len(split))])
+            return data, scores(logits.argmax(-1), split.labels, ctx.dataset.label_names)
+
         def dynamic(name, m, source_dir, stage):
             tflite(name, lambda: (export.convert(m, "dynamic", c.seq_length), {}), source_dir, stage=stage,
                    mode="dynamic")
-            if c.real_text:  # the same file with inputs [1, -1]: each text runs at its own length
+            if c.real_text and c.varlen == "buckets":  # one file, a signature per length bucket
+                tflite(f"{name}-buckets", lambda: bucket_twin(m, source_dir), source_dir, stage=stage,
+                       mode="dynamic, length buckets")
+            elif c.real_text:  # the same file with inputs [1, -1]: each text runs at its own length
                 tflite(f"{name}-varlen", lambda: (export.convert(m, "dynamic", "dynamic"), {}), source_dir,
                        stage=stage, mode="dynamic, dynamic length")
             for mode in c.extra_modes:  # asked for: e.g. int4 or 16x8 beside the dynamic-range file
@@ -339,12 +358,12 @@ class Optimizer:
                 return
 
             def varlen():
-                from tfspeed.export.buckets import DEFAULT_BUCKETS
+                from tfspeed.export.buckets import buckets_up_to
                 from tfspeed.train import scores
 
                 exits_model, exits_info = artifacts.load_model_dir(folder_)
                 data = export_exits(exits_model, mode=described["mode"], seq_length="dynamic")
-                buckets = tuple(b for b in DEFAULT_BUCKETS if b < c.seq_length) + (c.seq_length,)
+                buckets = buckets_up_to(c.seq_length)
                 split = ctx.encoded(exits_info.vocab_path, lower_case=exits_info.lower_case).test
                 found = runner_of(folder_, tflite=data, buckets=buckets).predict(split.features)
                 scored = scores(found["probabilities"].argmax(-1), split.labels, ctx.dataset.label_names)
@@ -390,7 +409,7 @@ class Optimizer:
 
     def _real_text_profile(self, ctx, records: list, i, n) -> dict:
         """Every artifact timed on the test texts (at most `eval_limit`), each at the length it takes them."""
-        from tfspeed.export.buckets import DEFAULT_BUCKETS
+        from tfspeed.export.buckets import buckets_up_to
         from tfspeed.export.latency import profile_texts
 
         path = self.out / "real_text_profile.json"
@@ -403,7 +422,7 @@ class Optimizer:
         texts = list(test.texts)[:self.config.eval_limit]
         pairs = None if test.pairs is None else list(test.pairs)[:self.config.eval_limit]
         length = self.config.seq_length  # dynamic-length files run on buckets up to it, as TextClassifier does
-        buckets = tuple(b for b in DEFAULT_BUCKETS if b < length) + (length,)
+        buckets = buckets_up_to(length)
         self.log(f"[{i}/{n}] real-text profile: {len(records)} models on {len(texts)} test texts, dynamic-length "
                  f"files on length buckets {'/'.join(map(str, buckets))}, the others padded to {length} (on "
                  f"{min(PADDED_SAMPLE, len(texts))} of the texts: their cost does not depend on the text), "

@@ -21,7 +21,6 @@ def run(source, config: ExportConfig, out, ctx: StageContext, report: Optional[P
     from tfspeed.data import EncodedSplit, Tokenizer
     from tfspeed.export.budget import export_within_budget
     from tfspeed.export.convert import Converter, save_tflite
-    from tfspeed.export.metadata import metadata_refused
     from tfspeed.export.ops import check_integer_only, op_histogram
     from tfspeed.export.parity import format_report, parity_report
 
@@ -60,17 +59,7 @@ def run(source, config: ExportConfig, out, ctx: StageContext, report: Optional[P
                                name=f"{source} {mode} ({split_name})", latency_runs=20,
                                label_names=list(dataset.label_names))
         log(format_report(parity))
-    metadata_bytes = None
-    refused = metadata_refused(info.text_pair, info.lower_case)
-    if config.metadata and refused:
-        log(f"No TFLite metadata: the model is {refused}. Run the file with `tfspeed predict FILE --vocab VOCAB "
-            "--labels ...`.")
-    elif config.metadata:
-        from tfspeed.export.metadata import add_model_metadata
-        from tfspeed.export.metadata import metadata_bytes as _metadata_bytes
-
-        data = add_model_metadata(data, source)
-        metadata_bytes = _metadata_bytes(data)
+    data, metadata_bytes = _with_metadata(data, source, config, info, log)
     save_tflite(data, out, overwrite=ctx.overwrite)
     log(f"Wrote {out} ({len(data) / 1e6:.2f} MB, mode {mode}"
         f"{f', metadata {metadata_bytes / 1e3:.1f} kB' if metadata_bytes is not None else ', no metadata'})")
@@ -84,9 +73,28 @@ def run(source, config: ExportConfig, out, ctx: StageContext, report: Optional[P
     return result
 
 
+def _with_metadata(data: bytes, source, config: ExportConfig, info, log) -> tuple:
+    """`(data with TFLite metadata, its bytes)` when asked for and the model can carry it, else `(data, None)`."""
+    from tfspeed.export.metadata import metadata_refused
+
+    refused = metadata_refused(info.text_pair, info.lower_case)
+    if not config.metadata:
+        return data, None
+    if refused:
+        log(f"No TFLite metadata: the model is {refused}. Run the file with `tfspeed predict FILE --vocab VOCAB "
+            "--labels ...`.")
+        return data, None
+    from tfspeed.export.metadata import add_model_metadata, metadata_bytes
+
+    data = add_model_metadata(data, source)
+    return data, metadata_bytes(data)
+
+
 def _run_buckets(source, config: ExportConfig, out, ctx, report, log, converter, tokenizer, info) -> dict:
     """`--buckets`: one file, a fixed-length signature per bucket; checked on the evaluation split text by text
-    (accuracy, agreement with Keras, the largest logit difference). No metadata: MediaPipe runs one signature."""
+    (accuracy, agreement with Keras, the largest logit difference). Its metadata (vocabulary, labels, a softmax in
+    every signature) is for `tfspeed predict` / `TextClassifier`: MediaPipe's TextClassifier refuses a file of
+    several subgraphs."""
     import numpy as np
 
     from tfspeed import _io
@@ -111,13 +119,14 @@ def _run_buckets(source, config: ExportConfig, out, ctx, report, log, converter,
         log(f"Buckets {list(config.buckets)} ({mode}) on {len(split)} {parity['split']} texts: accuracy "
             f"{parity['accuracy']:.4f} (Keras {parity['keras_accuracy']:.4f}), agreement {parity['agreement']:.4f}, "
             f"max |Δ logit| {parity['max_abs_logit_diff']:.2e}")
-    if config.metadata:
-        log("No TFLite metadata in a bucket file (MediaPipe's TextClassifier runs one signature): run it with "
-            "`tfspeed predict FILE --vocab VOCAB --labels ...`.")
+    data, metadata_bytes = _with_metadata(data, source, config, info, log)
+    if metadata_bytes is not None:
+        log("Metadata for `tfspeed predict` and `TextClassifier` (vocabulary, labels): MediaPipe's TextClassifier "
+            "refuses a file of several signatures; for it, export one length (--seq-length) instead.")
     save_tflite(data, out, overwrite=ctx.overwrite)
     log(f"Wrote {out} ({len(data) / 1e6:.2f} MB, mode {mode}, buckets {list(config.buckets)})")
     result = {"format_version": 1, "model": str(source), "mode": mode, "out": str(out), "buckets": list(config.buckets),
-              "size_bytes": len(data), "metadata_bytes": None, "parity": parity, "budget": None,
+              "size_bytes": len(data), "metadata_bytes": metadata_bytes, "parity": parity, "budget": None,
               "config": config.to_dict(), "lower_case": info.lower_case}
     if report:
         _io.write_json(report, result, overwrite=ctx.overwrite, argument="report")
