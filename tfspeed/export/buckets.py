@@ -28,10 +28,11 @@ from typing import Sequence
 
 import numpy as np
 
+from tfspeed.export.metadata import BUCKET_SIGNATURE
 from tfspeed.models.bert import INPUT_NAMES
 
 DEFAULT_BUCKETS = (16, 32, 48, 64, 128)
-SIGNATURE = "bucket_{}"
+SIGNATURE = BUCKET_SIGNATURE
 BUCKET_MODES = ("float32", "float16", "dynamic")
 
 

@@ -239,6 +239,9 @@ def _role(name: str, roles: dict) -> Optional[str]:
     return found[0] if len(found) == 1 else None
 
 
+BUCKET_SIGNATURE = "bucket_{}"  # the signature of each length bucket in a file of `tfspeed.export.buckets`
+
+
 def _signature_of(model, subgraph: int):
     """The signature def that runs `subgraph`, or None."""
     return next((s for s in model.signatureDefs or [] if s.subgraphIndex == subgraph), None)
@@ -252,9 +255,7 @@ def _check_subgraphs(model) -> None:
         return
     keys = [s.signatureKey.decode() if isinstance(s.signatureKey, bytes) else s.signatureKey
             for s in model.signatureDefs or []]
-    from tfspeed.export.buckets import SIGNATURE
-
-    prefix = SIGNATURE.format("")
+    prefix = BUCKET_SIGNATURE.format("")
     lengths = {s.subgraphIndex: int(k[len(prefix):]) for s, k in zip(model.signatureDefs or [], keys)
                if k.startswith(prefix) and k[len(prefix):].isdigit()}
     if len(lengths) != len(model.subgraphs) or lengths.get(0) != max(lengths.values()):
