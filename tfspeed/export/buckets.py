@@ -40,8 +40,9 @@ def export_buckets(model, buckets: Sequence[int] = DEFAULT_BUCKETS, mode: str = 
                    metadata: bool = False) -> bytes:
     """A classifier as one .tflite with a fixed-length signature per bucket (`bucket_16`, ...), weights stored once.
 
-    The longest bucket is the first subgraph: MediaPipe's `TextClassifier` runs that one (every text padded to it),
-    `BucketRunner` / `TextClassifier` / `tfspeed predict` run each text on the smallest bucket that holds it.
+    The longest bucket is the first subgraph, the one a runtime that runs a single signature runs (every text padded
+    to it); `BucketRunner` / `TextClassifier` / `tfspeed predict` run each text on the smallest bucket that holds it.
+    MediaPipe's `TextClassifier` refuses a file of several subgraphs: for it, export one length.
 
     Args:
         model: a tf_keras classifier or a tfspeed model directory (as `tfspeed.export.convert`).
@@ -60,7 +61,7 @@ def export_buckets(model, buckets: Sequence[int] = DEFAULT_BUCKETS, mode: str = 
     buckets = check_buckets(buckets, max_positions(converter.keras_model))
     module = tf.Module()
     module.model = converter._model  # noqa: SLF001 (the prepared copy: wrappers stripped)
-    # the longest bucket first: a runtime that runs one signature (MediaPipe runs the first subgraph) takes any text
+    # the longest bucket first: a runtime that runs only the first subgraph takes any text
     signatures = {SIGNATURE.format(b): serving_function(module.model, b) for b in reversed(buckets)}
     data = convert_signatures(module, signatures, mode, f"mode={mode!r}, buckets={list(buckets)}")
     if metadata:
