@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from tfspeed.export.metadata import BUCKET_SIGNATURE
+from tfspeed.export.metadata import BUCKET_SIGNATURE, bucket_length
 from tfspeed.models.bert import INPUT_NAMES
 
 DEFAULT_BUCKETS = (16, 32, 48, 64, 128)
@@ -80,11 +80,10 @@ def bucket_signatures(tflite) -> tuple:
 
     from tfspeed.export.ops import read_tflite
 
-    names = list(Interpreter(model_content=read_tflite(tflite)).get_signature_list())
-    prefix = SIGNATURE.format("")
-    if not names or not all(n.startswith(prefix) and n[len(prefix):].isdigit() for n in names):
+    lengths = [bucket_length(n) for n in Interpreter(model_content=read_tflite(tflite)).get_signature_list()]
+    if not lengths or None in lengths:
         return ()
-    return tuple(sorted(int(n[len(prefix):]) for n in names))
+    return tuple(sorted(lengths))
 
 
 def check_buckets(buckets, max_length=None, argument: str = "buckets") -> tuple:
@@ -167,6 +166,11 @@ class BucketRunner:
     def bucket(self, n: int) -> int:
         """The smallest bucket holding `n` tokens (the last one if none does)."""
         return smallest_bucket(self.buckets, n)
+
+    def predict(self, features: dict) -> np.ndarray:
+        """The outputs [n, classes] for every example of `features` (int32 arrays [n, seq]), each on its bucket."""
+        n = len(features["input_word_ids"])
+        return np.stack([self({name: v[i:i + 1] for name, v in features.items()}) for i in range(n)])
 
     def __call__(self, row: dict) -> np.ndarray:
         """The output for one row ([1, length] arrays; its real tokens are the mask's count)."""

@@ -242,6 +242,13 @@ def _role(name: str, roles: dict) -> Optional[str]:
 BUCKET_SIGNATURE = "bucket_{}"  # the signature of each length bucket in a file of `tfspeed.export.buckets`
 
 
+def bucket_length(signature) -> Optional[int]:
+    """The length of a bucket signature's name (`"bucket_32"` -> 32), or None for another name."""
+    name = signature.decode() if isinstance(signature, bytes) else str(signature)
+    prefix = BUCKET_SIGNATURE.format("")
+    return int(name[len(prefix):]) if name.startswith(prefix) and name[len(prefix):].isdigit() else None
+
+
 def _signature_of(model, subgraph: int):
     """The signature def that runs `subgraph`, or None."""
     return next((s for s in model.signatureDefs or [] if s.subgraphIndex == subgraph), None)
@@ -253,11 +260,9 @@ def _check_subgraphs(model) -> None:
     (MediaPipe's TextClassifier refuses a file of several subgraphs; tfspeed's runs each text on its bucket.)"""
     if len(model.subgraphs) == 1:
         return
-    keys = [s.signatureKey.decode() if isinstance(s.signatureKey, bytes) else s.signatureKey
-            for s in model.signatureDefs or []]
-    prefix = BUCKET_SIGNATURE.format("")
-    lengths = {s.subgraphIndex: int(k[len(prefix):]) for s, k in zip(model.signatureDefs or [], keys)
-               if k.startswith(prefix) and k[len(prefix):].isdigit()}
+    sigs = model.signatureDefs or []
+    keys = [s.signatureKey.decode() if isinstance(s.signatureKey, bytes) else s.signatureKey for s in sigs]
+    lengths = {s.subgraphIndex: bucket_length(k) for s, k in zip(sigs, keys) if bucket_length(k) is not None}
     if len(lengths) != len(model.subgraphs) or lengths.get(0) != max(lengths.values()):
         raise MetadataError(f"Expected a .tflite with one subgraph, or a bucket file whose first subgraph is its "
                             f"longest bucket (`export_buckets`). Received: {len(model.subgraphs)} subgraphs, "

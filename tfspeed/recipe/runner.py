@@ -285,17 +285,13 @@ class Optimizer:
         def bucket_twin(m, source_dir):
             """The model as one file of length-bucket signatures, evaluated as it runs: each test text on its
             bucket."""
-            import numpy as np
-
             from tfspeed.export.buckets import BucketRunner, buckets_up_to, export_buckets
             from tfspeed.train import scores
 
             data = export_buckets(m, buckets_up_to(c.seq_length), "dynamic")
             source_info = artifacts.load_info(source_dir)
             split = ctx.encoded(source_info.vocab_path, lower_case=source_info.lower_case).test
-            runner = BucketRunner(data, num_threads=usable_cores())
-            f = split.features
-            logits = np.stack([runner({k: f[k][i:i + 1] for k in f}) for i in range(len(split))])
+            logits = BucketRunner(data, num_threads=usable_cores()).predict(split.features)
             return data, scores(logits.argmax(-1), split.labels, ctx.dataset.label_names)
 
         def dynamic(name, m, source_dir, stage):

@@ -77,9 +77,9 @@ def _with_metadata(data: bytes, source, config: ExportConfig, info, log) -> tupl
     """`(data with TFLite metadata, its bytes)` when asked for and the model can carry it, else `(data, None)`."""
     from tfspeed.export.metadata import metadata_refused
 
-    refused = metadata_refused(info.text_pair, info.lower_case)
     if not config.metadata:
         return data, None
+    refused = metadata_refused(info.text_pair, info.lower_case)
     if refused:
         log(f"No TFLite metadata: the model is {refused}. Run the file with `tfspeed predict FILE --vocab VOCAB "
             "--labels ...`.")
@@ -108,8 +108,7 @@ def _run_buckets(source, config: ExportConfig, out, ctx, report, log, converter,
     parity = None
     if config.eval_split != EvalSplit.NONE:
         split = EncodedSplit.from_split(ctx.dataset.split(config.eval_split.value), tokenizer, ctx.eval_limit)
-        runner = BucketRunner(data, num_threads=config.threads)
-        logits = np.stack([runner({k: v[i:i + 1] for k, v in split.features.items()}) for i in range(len(split))])
+        logits = BucketRunner(data, num_threads=config.threads).predict(split.features)
         reference = predict_logits(converter.keras_model, split)
         parity = {"split": config.eval_split.value, "num_examples": len(split),
                   "accuracy": float(np.mean(logits.argmax(-1) == split.labels)),
