@@ -166,6 +166,11 @@ def _child(stage: str, examples: int, warmup: int, steps: int, batch_size: int) 
 
 
 # --- the parent: pairs interleaved, each in a fresh process -----------------------------------------------------
+def _cpu(env: dict) -> str:
+    """The CPU a result file's runs were measured on: model name, family / model, and oneDNN's ISA cap if any."""
+    return " ".join(filter(None, (env.get("cpu_model"), env.get("cpu_id"), env.get("onednn_max_cpu_isa"))))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stages", default=",".join(STAGES))
@@ -214,8 +219,9 @@ def main(argv=None) -> int:
                       f"{result.get('page_faults_per_step', 0):.0f} page faults/step", flush=True)
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.is_file() else {}
-    if previous.get("environment", {}).get("cpu_model") != env["cpu_model"]:
-        previous = {}
+    if previous and _cpu(previous.get("environment", {})) != _cpu(env):
+        raise SystemExit(f"--out: {out} holds runs of another CPU ({_cpu(previous.get('environment', {}))}, this one "
+                         f"is {_cpu(env)}): ratios are only compared on one machine; give another --out")
     keep = [r for r in previous.get("runs", []) if (r["stage"], r["variant"]) not in
             {(r2["stage"], r2["variant"]) for r2 in runs}]
     merged = {"environment": env, "seq_length": 128, "examples": args.examples, "warmup": args.warmup,
