@@ -76,11 +76,12 @@ def test_report_ratios_and_combined_choice():
     assert "does NOT meet the targets (>= 8x, >= 10x, <= 2 points) at 128 padded tokens. On the real test texts it " \
            "is 10.0x faster than the baseline: there it meets them." in markdown(report)
     # the machine's vector units and the time of each step are part of the report
-    env = {"cpu_model": "AMD EPYC", "cpu_count": 2, "cpu_flags": ["avx2", "avx512f"], "onednn_max_cpu_isa": "AVX2"}
+    env = {"cpu_model": "AMD EPYC", "cpu_id": "family 25 model 17", "cpu_count": 2,
+           "cpu_flags": ["avx2", "avx512f", "avx512_vnni"], "onednn_max_cpu_isa": "AVX2"}
     report = build(RecipeConfig(), [r for r, _ in rows], {"models": [p for _, p in rows], "environment": env}, 600.0,
                    step_seconds={"teacher": 300.0, "distill": 120.0})
     text = markdown(report)
-    assert "Machine: AMD EPYC, 2 cores (AVX-512, oneDNN limited to AVX2)." in text
+    assert "Machine: AMD EPYC (family 25 model 17), 2 cores (AVX-512, VNNI, oneDNN limited to AVX2)." in text
     assert "Time per step: teacher 5.0 min, distill 2.0 min." in text and report["step_seconds"]["teacher"] == 300
 
 

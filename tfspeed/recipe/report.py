@@ -92,7 +92,7 @@ def markdown(report: dict) -> str:
              f"Recipe `{','.join(report['config']['recipe'])}` on `{report['config']['model']}` / "
              f"`{_data_name(report['config']['data'])}`, seq_length {report['config']['seq_length']}, "
              f"{report['config']['threads']} thread(s). Run time {report['seconds'] / 60:.1f} min.", "",
-             f"Machine: {env.get('cpu_model', '?')}, {env.get('cpu_count', '?')} cores{_isa(env)}. "
+             f"Machine: {env.get('cpu_model', '?')}{_cpu_id(env)}, {env.get('cpu_count', '?')} cores{_isa(env)}. "
              "Latency: median of interleaved runs, batch 1. "
              f"Ratios against `{report['baseline']}`."
              + (" Real texts: the mean over the test texts, interleaved text by text; variable-length files "
@@ -181,12 +181,20 @@ def pareto_png(report: dict, path: Path):
     plt.close(fig)
 
 
+def _cpu_id(env: dict) -> str:
+    """" (family 25 model 17)": the CPU generation, where one model name covers several."""
+    return f" ({env['cpu_id']})" if env.get("cpu_id") else ""
+
+
 def _isa(env: dict) -> str:
-    """The vector units that decide CPU training speed, as a few words ("AVX-512", "AVX2, no AVX-512")."""
+    """The vector units that decide CPU training and int8 inference speed, as a few words ("AVX-512, VNNI",
+    "AVX2, no AVX-512, no VNNI")."""
     flags = set(env.get("cpu_flags") or ())
     if not flags:
         return ""
     words = "AVX-512" if "avx512f" in flags else ("AVX2, no AVX-512" if "avx2" in flags else "no AVX2")
+    if "avx2" in flags or "avx512f" in flags:  # x86: VNNI decides how fast dynamic-range and int8 files run
+        words += ", VNNI" if flags & {"avx512_vnni", "avx_vnni"} else ", no VNNI"
     if env.get("onednn_max_cpu_isa"):
         words += f", oneDNN limited to {env['onednn_max_cpu_isa']}"
     return f" ({words})"
