@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     p.add_argument("--anchor-weight", type=float, default=1.0, help="anchor of the two-way-anchor runs")
     p.add_argument("--hidden-weight", type=float, default=0.0, help="TinyBERT's hidden-state loss in every run")
     p.add_argument("--attention-weight", type=float, default=0.0, help="TinyBERT's attention loss in every run")
+    p.add_argument("--seed", type=int, default=0, help="seed of shuffling and of the augmented copies")
     p.add_argument("--tag", default="", help="names these runs apart from the default ones (e.g. e3-a4 for "
                                               "--epochs 3 --augment 4): directories FORM-K-TAG, rows K:FORM@TAG")
     p.add_argument("--out", default=str(RESULTS / "distill_forms_minilm.json"))
@@ -67,7 +68,8 @@ def main(argv=None) -> int:
         results["runs"] = previous.get("runs", {})
         results["settings_by_tag"] = previous.get("settings_by_tag", {"": previous.get("settings")})
     results.setdefault("settings_by_tag", {})[args.tag] = vars(args)
-    base = DistillConfig(epochs=args.epochs, hidden_weight=args.hidden_weight, attention_weight=args.attention_weight)
+    base = DistillConfig(epochs=args.epochs, hidden_weight=args.hidden_weight, attention_weight=args.attention_weight,
+                         seed=args.seed)
     tag = f"-{args.tag}" if args.tag else ""
     assistant = work / "multi-stage-2-assistant1-4layers"  # written by the first multi-stage run (--stages 4,K)
     for item in args.runs.split(","):
@@ -107,7 +109,7 @@ def main(argv=None) -> int:
                   "distill_examples": m.get("distill_examples"), "assistants": m.get("assistants"),
                   "mutual_teacher": m.get("mutual_teacher"), "dir": str(out), "from": teacher,
                   "epochs": config.epochs, "augment": config.augment, "hidden_weight": config.hidden_weight,
-                  "attention_weight": config.attention_weight}
+                  "attention_weight": config.attention_weight, "seed": config.seed}
         if form.startswith("multi-stage") and m.get("assistants"):
             record["assistant_seconds"] = sum(a.get("train_seconds") or 0.0 for a in m["assistants"])
             record["train_seconds"] = m["train_seconds"] - record["assistant_seconds"]
