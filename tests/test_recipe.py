@@ -81,7 +81,7 @@ def test_report_ratios_and_combined_choice():
     report = build(RecipeConfig(), [r for r, _ in rows], {"models": [p for _, p in rows], "environment": env}, 600.0,
                    step_seconds={"teacher": 300.0, "distill": 120.0})
     text = markdown(report)
-    assert "Machine: AMD EPYC (family 25 model 17), 2 cores (AVX-512, VNNI, oneDNN limited to AVX2)." in text
+    assert "Machine: AMD EPYC, family 25 model 17, 2 cores (AVX-512, VNNI, oneDNN limited to AVX2)." in text
     assert "Time per step: teacher 5.0 min, distill 2.0 min." in text and report["step_seconds"]["teacher"] == 300
 
 

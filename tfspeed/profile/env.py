@@ -37,6 +37,12 @@ def cpu_id() -> str:
     return f"family {fields['cpu family']} model {fields.get('model', '?')}"
 
 
+def machine_words(model, family_model, cores) -> str:
+    """"AMD EPYC, family 25 model 17, 2 cores": how the run clock and the optimize report name the machine (the
+    family and model tell CPU generations apart where one model name covers several); empty parts are left out."""
+    return ", ".join(filter(None, (model, family_model, f"{cores} cores")))
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its affinity), else the machine's count."""
     try:

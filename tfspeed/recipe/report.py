@@ -6,6 +6,7 @@ import datetime
 from pathlib import Path
 
 from tfspeed import _io
+from tfspeed.profile.env import machine_words
 
 FORMAT_VERSION = 1
 BASELINE = "teacher-tf-float32"
@@ -92,7 +93,8 @@ def markdown(report: dict) -> str:
              f"Recipe `{','.join(report['config']['recipe'])}` on `{report['config']['model']}` / "
              f"`{_data_name(report['config']['data'])}`, seq_length {report['config']['seq_length']}, "
              f"{report['config']['threads']} thread(s). Run time {report['seconds'] / 60:.1f} min.", "",
-             f"Machine: {env.get('cpu_model', '?')}{_cpu_id(env)}, {env.get('cpu_count', '?')} cores{_isa(env)}. "
+             f"Machine: {machine_words(env.get('cpu_model', '?'), env.get('cpu_id'), env.get('cpu_count', '?'))}"
+             f"{_isa(env)}. "
              "Latency: median of interleaved runs, batch 1. "
              f"Ratios against `{report['baseline']}`."
              + (" Real texts: the mean over the test texts, interleaved text by text; variable-length files "
@@ -179,11 +181,6 @@ def pareto_png(report: dict, path: Path):
     with _io.atomic_path(path, overwrite=True) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
-
-
-def _cpu_id(env: dict) -> str:
-    """" (family 25 model 17)": the CPU generation, where one model name covers several."""
-    return f" ({env['cpu_id']})" if env.get("cpu_id") else ""
 
 
 def _isa(env: dict) -> str:

@@ -119,7 +119,7 @@ class Optimizer:
             STAGE_OVERHEAD,
             RunClock,
         )
-        from tfspeed.profile.env import cpu_id, cpu_model, usable_cores
+        from tfspeed.profile.env import cpu_id, cpu_model, machine_words, usable_cores
 
         c = self.config
         n_train = min(len(dataset.train), c.limit or len(dataset.train))
@@ -177,7 +177,7 @@ class Optimizer:
                          + REAL_TEXT_COST["padded"] * min(n_eval, PADDED_SAMPLE) * (models - dynamic)
                          + REAL_TEXT_COST["padded"] * 0.5 * n_eval * has_exits))
         plan.append(("report", 2.0))
-        machine = ", ".join(filter(None, [cpu_model(), cpu_id(), f"{usable_cores()} cores"]))
+        machine = machine_words(cpu_model(), cpu_id(), usable_cores())
         clock = RunClock(plan, log=self.log, machine=machine)
         clock.overhead.update(overhead)
         clock.step_units.update(step_units)
